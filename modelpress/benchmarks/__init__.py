@@ -1,0 +1,1 @@
+"""Measurement: latency profiling under edge profiles, evaluation, reports."""

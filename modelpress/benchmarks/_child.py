@@ -1,0 +1,120 @@
+"""The measuring process. Sets affinity before onnxruntime is imported, so its thread pool stays on the given cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+
+
+def _vm(field: str) -> float:
+    """VmRSS / VmHWM of this process in MiB (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def _op_breakdown(runner_cls, model, options, feeds_list, n: int, trace_dir: str) -> dict[str, float]:
+    """Share of kernel time per op type, from ONNX Runtime's own profiler."""
+    from dataclasses import replace
+
+    runner = runner_cls(model, replace(options, profile_ops_prefix=os.path.join(trace_dir, "ops")))
+    runner.load()
+    for i in range(n):
+        runner.infer(feeds_list[i % len(feeds_list)])
+    trace = runner.end_profiling()
+    runner.close()
+    totals: dict[str, float] = defaultdict(float)
+    with open(trace) as f:
+        for ev in json.load(f):
+            if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+                totals[ev.get("args", {}).get("op_name", "?")] += ev.get("dur", 0)
+    all_us = sum(totals.values()) or 1.0
+    return {k: round(v / all_us, 4) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def run(job: dict) -> dict:
+    prof, cfg = job["profile"], job["config"]
+    if prof["cores"] is not None:
+        os.sched_setaffinity(0, prof["cores"])
+
+    import numpy as np
+
+    from modelpress.data import Dataset, batch_size_for, load_npz, synthetic
+    from modelpress.errors import ModelpressError
+    from modelpress.runtimes import RunnerOptions, get_runner
+
+    try:
+        runner_cls = get_runner(cfg["runner"])
+        options = RunnerOptions(prof["intra_op_threads"], prof["inter_op_threads"], cfg["graph_optimization"])
+        batch = cfg["batch_size"]
+        data: Dataset | None = load_npz(job["inputs"]) if job["inputs"] else None
+
+        base_rss = _vm("VmRSS")
+        t0 = time.perf_counter()
+        runner = runner_cls(job["model"], options)
+        runner.load()
+        t_load = time.perf_counter()
+        specs = runner.inputs
+        fixed = batch_size_for(specs, batch)
+        if fixed != batch:
+            raise ModelpressError(f"the model has a fixed batch of {fixed}; profile it with --batch-size {fixed}")
+        if data is None:
+            data = synthetic(specs, batch_size=batch, samples=8)
+        else:
+            data.check_against(specs, "profiling inputs")
+            if len(data) < batch:
+                raise ModelpressError(f"profiling inputs hold {len(data)} samples, fewer than --batch-size {batch}")
+        feeds = [b for b in data.batches(batch) if len(next(iter(b.values()))) == batch]
+        runner.infer(feeds[0])
+        t_first = time.perf_counter()
+
+        for i in range(cfg["warmup"]):
+            runner.infer(feeds[i % len(feeds)])
+        samples = []
+        deadline = None if cfg["duration_s"] is None else time.perf_counter() + cfg["duration_s"]
+        clock = time.perf_counter_ns
+        for i in range(cfg["iterations"] if deadline is None else sys.maxsize):
+            f = feeds[i % len(feeds)]
+            s = clock()
+            runner.infer(f)
+            samples.append((clock() - s) / 1e6)
+            if deadline is not None and (len(samples) >= cfg["iterations"] or time.perf_counter() >= deadline):
+                break
+        peak = _vm("VmHWM")
+        runner.close()
+        ops = _op_breakdown(runner_cls, job["model"], options, feeds, cfg["op_breakdown_iterations"], job["trace_dir"]) \
+            if cfg["op_breakdown"] else None
+    except ModelpressError as e:
+        return {"error": str(e)}
+
+    from modelpress.benchmarks.profiler import LatencyStats
+
+    return {
+        "model": job["model"], "runner": cfg["runner"], "profile": prof, "batch_size": batch, "inputs": "",
+        "stats": LatencyStats.from_samples(samples, batch).__dict__,
+        "load_ms": round((t_load - t0) * 1000, 3), "cold_start_ms": round((t_first - t0) * 1000, 3),
+        "peak_rss_mb": round(peak, 1), "model_rss_mb": round(max(peak - base_rss, 0.0), 1),
+        "samples_ms": [round(float(x), 4) for x in np.asarray(samples)], "op_breakdown": ops,
+    }
+
+
+def main() -> None:
+    with open(sys.argv[1]) as f:
+        job = json.load(f)
+    result = run(job)
+    tmp = job["result"] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, job["result"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Accuracy against labels, and fidelity of a variant to the FP32 reference on the same inputs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelpress.data import Dataset, batch_size_for
+from modelpress.errors import ModelpressError
+from modelpress.runtimes import create_runner
+
+
+@dataclass
+class Fidelity:
+    """How closely a variant's first output follows the reference's, sample by sample."""
+
+    top1_agreement: float
+    cosine_mean: float
+    cosine_min: float
+    max_abs_err: float
+
+
+@dataclass
+class EvalResult:
+    samples: int
+    top1: float | None  # None without labels
+    fidelity: Fidelity | None  # None without a reference
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def predict(model: str | Path, data: Dataset, batch_size: int = 64, runtime: str = "ort-cpu") -> np.ndarray:
+    """The model's first output over all samples, batched."""
+    with create_runner(runtime, model) as r:
+        data.check_against(r.inputs, "evaluation data")
+        bs = batch_size_for(r.inputs, batch_size)
+        first = r.outputs[0].name
+        return np.concatenate([r.infer(b)[first] for b in data.batches(bs)])
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    if logits.ndim != 2:
+        raise ModelpressError(f"top-1 needs a [samples, classes] output, the model gives {list(logits.shape)}")
+    return float((logits.argmax(axis=1) == labels.reshape(-1)).mean())
+
+
+def fidelity(out: np.ndarray, ref: np.ndarray) -> Fidelity:
+    a = out.reshape(len(out), -1).astype(np.float64)
+    b = ref.reshape(len(ref), -1).astype(np.float64)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    agree = float((a.argmax(1) == b.argmax(1)).mean()) if a.shape[1] > 1 else float("nan")
+    return Fidelity(round(agree, 6), round(float(cos.mean()), 6), round(float(cos.min()), 6), float(np.abs(a - b).max()))
+
+
+def evaluate(
+    model: str | Path, data: Dataset, reference: np.ndarray | None = None, batch_size: int = 64, runtime: str = "ort-cpu"
+) -> tuple[EvalResult, np.ndarray]:
+    """(metrics, raw first output). Pass the FP32 model's output as `reference` to get fidelity."""
+    out = predict(model, data, batch_size, runtime)
+    acc = top1(out, data.labels) if data.labels is not None else None
+    fid = fidelity(out, reference) if reference is not None else None
+    return EvalResult(len(data), None if acc is None else round(acc, 6), fid), out

@@ -1,0 +1,236 @@
+"""The comparison report: one JSON document (schema in docs/report-schema.md), rendered as a
+terminal table and as Markdown. The JSON is the source; renderers only read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelpress import __version__
+from modelpress.machine import describe, has_vnni
+
+SCHEMA = "modelpress.report"
+SCHEMA_VERSION = 1
+INTEGER_OPS = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "QGemm")
+
+
+@dataclass
+class Variant:
+    """What a study measured for one artifact; `latency` maps profile name -> ProfileResult.to_dict()."""
+
+    name: str
+    technique: str | None
+    path: str
+    size_bytes: int
+    config: dict[str, Any] = field(default_factory=dict)
+    ops: dict[str, int] = field(default_factory=dict)
+    top1: float | None = None
+    fidelity: dict[str, float] | None = None
+    latency: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    v = {"modelpress": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    try:
+        import torch
+
+        v["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover - torch is a dependency, but reports need not require it
+        pass
+    return v
+
+
+def build_report(
+    variants: list[Variant], profiles: list[dict[str, Any]], *, title: str, task: dict[str, Any],
+    profile_config: dict[str, Any], max_accuracy_drop: float = 0.01, objective_profile: str | None = None,
+    latency_margin: float = 0.05,
+) -> dict[str, Any]:
+    """Assemble the report; variants[0] is the reference every ratio is taken against."""
+    ref = variants[0]
+    rows = []
+    for v in variants:
+        lat = {}
+        for pname, res in v.latency.items():
+            ref_p50 = ref.latency[pname]["stats"]["p50_ms"]
+            lat[pname] = {**res["stats"], "speedup_p50": round(ref_p50 / res["stats"]["p50_ms"], 3),
+                          "cold_start_ms": res["cold_start_ms"], "peak_rss_mb": res["peak_rss_mb"],
+                          "model_rss_mb": res["model_rss_mb"], "op_breakdown": res.get("op_breakdown"),
+                          "samples_ms": res.get("samples_ms", [])}
+        acc = None if v.top1 is None else {"top1": v.top1, "drop": round((ref.top1 or 0) - v.top1, 6)}
+        rows.append({
+            "name": v.name, "technique": v.technique, "config": v.config, "path": v.path,
+            "size_bytes": v.size_bytes, "size_ratio": round(v.size_bytes / ref.size_bytes, 4), "ops": v.ops,
+            "accuracy": acc, "fidelity": v.fidelity, "latency": lat, "notes": list(v.notes),
+            "findings": _findings(v.name, lat, ref.latency, ref.name, latency_margin),
+        })
+    objective_profile = objective_profile or profiles[0]["name"]
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "title": title, "versions": _versions(),
+        "machine": describe(), "task": task, "profiles": profiles, "profile_config": profile_config,
+        "reference": ref.name, "variants": rows,
+        "selection": select(rows, max_accuracy_drop, objective_profile, latency_margin),
+    }
+
+
+def _findings(name: str, lat: dict, ref_lat: dict, ref_name: str, margin: float) -> list[str]:
+    """Say when a variant is not faster than the reference, and why, from ONNX Runtime's per-op profile."""
+    out = []
+    for pname, s in lat.items():
+        sp = s["speedup_p50"]
+        if sp >= 1.0 or name == ref_name:
+            continue
+        if sp >= 1 - margin:
+            out.append(f"no faster than {ref_name} on {pname} ({sp:.2f}x, within the {margin:.0%} noise margin)")
+            continue
+        line = f"{1 / sp:.2f}x slower than {ref_name} on {pname} (p50 {s['p50_ms']:.3g} vs {ref_lat[pname]['stats']['p50_ms']:.3g} ms)"
+        ops = s.get("op_breakdown") or {}
+        if ops:
+            top, share = next(iter(ops.items()))
+            line += f": {top} takes {share:.0%} of its kernel time (≈{share * s['p50_ms']:.3g} ms per inference)"
+            if top in INTEGER_OPS and not has_vnni():
+                line += "; this CPU has no VNNI (avx512_vnni/avx_vnni), so integer kernels run on plain AVX2"
+        out.append(line)
+    return out
+
+
+def select(rows: list[dict], max_accuracy_drop: float, profile: str, margin: float = 0.05) -> dict[str, Any]:
+    """Fastest p50 on `profile` within the accuracy budget; variants within `margin` of the fastest
+    count as tied (that is run-to-run noise) and the smallest of them wins. Explained in one line."""
+    ref = rows[0]
+    rejected: dict[str, str] = {}
+    ok = []
+    for r in rows:
+        drop = _drop(r)
+        if drop is not None and drop > max_accuracy_drop + 1e-12:
+            rejected[r["name"]] = f"accuracy drop {drop * 100:.2f} pt exceeds the budget of {max_accuracy_drop * 100:.2f} pt"
+        elif profile not in r["latency"]:
+            rejected[r["name"]] = f"not profiled on {profile}"
+        else:
+            ok.append(r)
+    p50 = lambda r: r["latency"][profile]["p50_ms"]  # noqa: E731
+    if ok:
+        fastest = min(p50(r) for r in ok)
+        tied = [r for r in ok if p50(r) <= fastest * (1 + margin)]
+        pick = min(tied, key=lambda r: (r["size_bytes"], p50(r)))
+    else:
+        pick = ref
+    for r in ok:
+        if r is pick:
+            continue
+        sp = r["latency"][profile]["speedup_p50"]
+        if r is not ref and sp < 1 - margin:
+            rejected[r["name"]] = f"{1 / sp:.2f}x slower than {ref['name']} on {profile}"
+        elif r in tied:
+            rejected[r["name"]] = f"ties on latency with {pick['name']} on {profile} but is larger"
+        else:
+            rejected[r["name"]] = f"slower than {pick['name']} on {profile} (p50 {p50(r):.3g} vs {p50(pick):.3g} ms)"
+    s = pick["latency"].get(profile, {})
+    if pick is ref:
+        reason = f"{ref['name']}: no variant within the accuracy budget is faster on {profile} or as fast and smaller"
+    else:
+        drop = _drop(pick)
+        acc = "" if drop is None else f", top-1 {-drop * 100:+.2f} pt"
+        sp = s["speedup_p50"]
+        speed = (f"{sp:.2f}x faster than {ref['name']}" if sp >= 1 + margin else
+                 f"as fast as {ref['name']} ({sp:.2f}x, within the {margin:.0%} noise margin)" if sp >= 1 - margin else
+                 f"{1 / sp:.2f}x SLOWER than {ref['name']}")
+        reason = f"{pick['name']}: {speed} on {profile} (p50 {s['p50_ms']:.3g} ms), {1 / pick['size_ratio']:.1f}x smaller{acc}"
+    return {"objective": f"min p50 latency on {profile}, ties within {margin:.0%} broken by size",
+            "max_accuracy_drop": max_accuracy_drop, "latency_margin": margin,
+            "pick": pick["name"], "reason": reason, "rejected": rejected}
+
+
+def _drop(row: dict) -> float | None:
+    if row["accuracy"] is not None:
+        return row["accuracy"]["drop"]
+    if row["fidelity"] is not None:
+        return 1.0 - row["fidelity"]["top1_agreement"]
+    return None
+
+
+# --------------------------------------------------------------------------- renderers
+
+
+def _cells(report: dict) -> tuple[list[str], list[list[str]]]:
+    pnames = [p["name"] for p in report["profiles"]]
+    head = ["variant", "technique", "size", "× fp32", "top-1", "Δ top-1", "agree"]
+    for p in pnames:
+        head += [f"{p} p50 ms", f"{p} p90 ms", f"{p} speedup"]
+    body = []
+    for r in report["variants"]:
+        acc, fid = r["accuracy"], r["fidelity"]
+        row = [r["name"], r["technique"] or "-", _mb(r["size_bytes"]), f"{r['size_ratio']:.2f}",
+               "-" if acc is None else f"{acc['top1'] * 100:.2f}%",
+               "-" if acc is None else ("ref" if r["name"] == report["reference"] else f"{-acc['drop'] * 100:+.2f} pt"),
+               "-" if fid is None else f"{fid['top1_agreement'] * 100:.1f}%"]
+        for p in pnames:
+            s = r["latency"].get(p)
+            row += ["-", "-", "-"] if s is None else [f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['speedup_p50']:.2f}x"]
+        body.append(row)
+    return head, body
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def render_markdown(report: dict) -> str:
+    head, body = _cells(report)
+    m = report["machine"]
+    lines = [f"# {report['title']}", "",
+             f"Machine: {m['cpu']} ({m['usable_cores']} usable cores; flags: {', '.join(m['cpu_flags']) or 'none'}), "
+             f"onnxruntime {m['onnxruntime']}. Latency: batch {report['profile_config']['batch_size']}, "
+             f"{report['profile_config']['iterations']} iterations after {report['profile_config']['warmup']} warm-up.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines += ["", "Profiles:"] + [f"- `{p['name']}`: {p['description']}" for p in report["profiles"]]
+    sel = report["selection"]
+    lines += ["", f"**Pick ({sel['objective']}, max accuracy drop {sel['max_accuracy_drop'] * 100:.2f} pt):** {sel['reason']}"]
+    lines += [f"- {k} not picked: {v}" for k, v in sel["rejected"].items()]
+    findings = [(r["name"], f) for r in report["variants"] for f in r["findings"]]
+    if findings:
+        lines += ["", "Findings:"] + [f"- {n}: {f}" for n, f in findings]
+    return "\n".join(lines) + "\n"
+
+
+def render_rich(report: dict):
+    """A compact terminal rendering (fits 80 columns for two profiles): the table, the pick, the findings."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    pnames = [p["name"] for p in report["profiles"]]
+    # No title inside: rich widens a table to its title. Two profiles fit 80 columns.
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, padding=(0, 1), pad_edge=False)
+    t.add_column("variant", no_wrap=True)
+    for h in ("size", "top-1", "agree"):
+        t.add_column(h, justify="right", no_wrap=True)
+    for p in pnames:
+        t.add_column(f"{p}\np50 ms  speed", justify="right", no_wrap=True)
+    pick = report["selection"]["pick"]
+    for r in report["variants"]:
+        acc, fid = r["accuracy"], r["fidelity"]
+        cells = [r["name"], f"{_mb(r['size_bytes'])} {r['size_ratio']:.2f}x",
+                 "-" if acc is None else f"{acc['top1'] * 100:.2f}%" + ("" if r["name"] == report["reference"]
+                                                                       else f" {-acc['drop'] * 100:+.1f}"),
+                 "-" if fid is None else f"{fid['top1_agreement'] * 100:.1f}%"]
+        for p in pnames:
+            s = r["latency"].get(p)
+            cells.append("-" if s is None else f"{s['p50_ms']:.3f}  {s['speedup_p50']:.2f}x")
+        t.add_row(*cells, style="bold green" if r["name"] == pick else None)
+    parts = [Text(report["title"], style="bold"), t, Text("Profiles: " + "; ".join(f"{p['name']} = {p['description']}" for p in report["profiles"]), style="dim"),
+             Text("size: on disk and × fp32; top-1: accuracy and change in points; agree: top-1 agreement with fp32; "
+                  "speed: p50 speed-up over fp32 (above 1 is faster)", style="dim")]
+    sel = report["selection"]
+    parts.append(Text.assemble(("Pick: ", "bold green"), sel["reason"]))
+    for name, why in sel["rejected"].items():
+        parts.append(Text(f"  {name} not picked: {why}"))
+    for r in report["variants"]:
+        for f in r["findings"]:
+            parts.append(Text.assemble(("Finding: ", "bold yellow"), f"{r['name']} is {f}"))
+    return Group(*parts)

@@ -1,0 +1,394 @@
+"""The `modelpress` command: a thin click layer over the library.
+
+Every error a user can cause prints one line on stderr and exits with a
+documented code (modelpress.errors); tracebacks appear only with --debug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from modelpress import __version__
+from modelpress.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, ModelpressError
+
+
+class _Group(click.Group):
+    """Turn our errors into one line + exit code; keep tracebacks behind --debug."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except ModelpressError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"modelpress: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("modelpress: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # a bug: say so in one line, show the traceback on request
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            msg = (str(e).strip().splitlines() or [""])[0][:300]
+            click.echo(f"modelpress: internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="modelpress")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Export, compress, profile and compare models for edge deployment.
+
+    \b
+    Typical flow:
+      modelpress demo                                   # the whole job on a built-in default
+      modelpress export pkg.module:factory -o m.onnx    # PyTorch -> ONNX, parity-checked
+      modelpress optimize m.onnx -t static-int8 --calib calib.npz -o m.int8.onnx
+      modelpress evaluate m.int8.onnx --data eval.npz --reference m.onnx
+      modelpress profile m.int8.onnx --preset edge-1core --preset edge-2core
+
+    Data files are .npz: one array per model input (keyed by input name, first
+    axis = samples) plus an optional integer `labels` array.
+
+    \b
+    Exit codes: 0 ok, 1 internal error, 2 bad input, 3 a check failed (e.g. parity).
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _emit(as_json: bool, payload: dict, human) -> None:
+    """JSON on stdout for machines, or the human rendering."""
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        human()
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
+    """'1x3x224x224' or 'name=1x3x224x224' (commas also accepted)."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.replace(",", "x").split("x"))
+    except ValueError:
+        raise ModelpressError(f"bad --input-shape {text!r}: use e.g. 1x3x224x224 or input=1x3x224x224") from None
+    if not shape or any(d < 1 for d in shape):
+        raise ModelpressError(f"bad --input-shape {text!r}: dimensions must be >= 1")
+    return (name or None) if sep else None, shape
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+# ----------------------------------------------------------------------------- export
+
+
+@cli.command()
+@click.argument("source")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
+@click.option("--opset", default=18, show_default=True, type=click.IntRange(7, 23), help="ONNX opset.")
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
+              help="auto tries dynamo, falls back to torchscript and says why.")
+@click.option("--dynamic-batch/--static-batch", default=True, show_default=True, help="Make axis 0 a symbolic 'batch'.")
+@click.option("--input-names", help="Comma-separated input names (default: input, or input_0, input_1, ...).")
+@click.option("--output-names", help="Comma-separated output names (default: output, or output_0, ...).")
+@click.option("--input-shape", "input_shapes", multiple=True,
+              help="Example input shape (random data), e.g. 1x3x224x224 or name=1x3x224x224; repeat per input.")
+@click.option("--inputs", "inputs_file", type=click.Path(path_type=Path), help="Example inputs from an .npz file.")
+@click.option("--atol", default=1e-4, show_default=True, help="Parity: absolute tolerance.")
+@click.option("--rtol", default=1e-3, show_default=True, help="Parity: relative tolerance.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def export(source: str, output: Path, opset: int, exporter: str, dynamic_batch: bool, input_names: str | None,
+           output_names: str | None, input_shapes: tuple[str, ...], inputs_file: Path | None, atol: float, rtol: float,
+           as_json: bool) -> None:
+    """Export a PyTorch model to ONNX and check it.
+
+    SOURCE is 'package.module:factory' (a callable returning (module, example_inputs))
+    or a TorchScript file (.pt/.ts; give --input-shape or --inputs). After export the
+    graph passes onnx.checker and shape inference, and ONNX Runtime's outputs are
+    compared with PyTorch's (at the example batch and, with a dynamic batch, at
+    another size). The result is also written to OUTPUT.export.json.
+    Exit code 3 when parity is outside --atol/--rtol (the model is kept for inspection).
+    """
+    import numpy as np
+
+    from modelpress.data import load_npz
+    from modelpress.exporters import ExportConfig, export_onnx, load_model_source
+
+    example = None
+    names = _names(input_names)
+    if inputs_file is not None:
+        ds = load_npz(inputs_file)
+        example = {k: v[:1] if len(v) else v for k, v in ds.inputs.items()}
+        names = names or list(example)
+    elif input_shapes:
+        rng = np.random.default_rng(0)
+        example = {}
+        for i, text in enumerate(input_shapes):
+            n, shape = _parse_shape(text)
+            n = n or (names[i] if names and i < len(names) else ("input" if len(input_shapes) == 1 else f"input_{i}"))
+            example[n] = rng.standard_normal(shape).astype(np.float32)
+        names = names or list(example)
+    module, ex = load_model_source(source, example)
+    cfg = ExportConfig(opset=opset, exporter=exporter, dynamic_batch=dynamic_batch, input_names=names,
+                       output_names=_names(output_names), atol=atol, rtol=rtol)
+    res = export_onnx(module, ex, output, cfg)
+
+    def human() -> None:
+        p = res.parity
+        click.echo(f"exported {output} with the {res.exporter} exporter (opset {res.opset}) in {res.seconds:.1f}s")
+        for n in res.notes:
+            click.echo(f"  note: {n}")
+        for kind, specs in (("input", res.inputs), ("output", res.outputs)):
+            for s in specs:
+                click.echo(f"  {kind:6} {s['name']}: {s['dtype']} {s['shape']}")
+        click.echo(f"  parity vs PyTorch (batches {p.batch_sizes}): max abs err {p.max_abs_err:.3g}, "
+                   f"max rel err {p.max_rel_err:.3g} -> {'PASS' if p.passed else 'FAIL'} (atol {p.atol:g}, rtol {p.rtol:g})")
+
+    _emit(as_json, res.to_dict(), human)
+
+
+# ----------------------------------------------------------------------------- profile
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-p", "--preset", "presets", multiple=True,
+              help="Edge profile (repeatable): edge-1core, edge-2core, edge-4core, host. See `modelpress list presets`.")
+@click.option("--cores", help="Pin to these cores instead, e.g. 0 or 0,1 or 0-3.")
+@click.option("--threads", type=int, help="Intra-op threads (default: one per pinned core).")
+@click.option("-n", "--iterations", default=200, show_default=True, help="Timed iterations (max, with --duration).")
+@click.option("--duration", type=float, help="Time budget in seconds for the timed loop.")
+@click.option("--warmup", default=10, show_default=True, help="Untimed iterations first.")
+@click.option("-b", "--batch-size", default=1, show_default=True, help="Samples per inference call.")
+@click.option("--inputs", "inputs_file", type=click.Path(path_type=Path), help="Real inputs (.npz); default synthetic.")
+@click.option("--runtime", default="ort-cpu", show_default=True, help="Runner; see `modelpress list runtimes`.")
+@click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all", show_default=True,
+              help="ONNX Runtime graph optimization level.")
+@click.option("--ops", is_flag=True, help="Also report each op type's share of kernel time (ORT profiler).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def profile(model: Path, presets: tuple[str, ...], cores: str | None, threads: int | None, iterations: int,
+            duration: float | None, warmup: int, batch_size: int, inputs_file: Path | None, runtime: str, graph_opt: str,
+            ops: bool, output: Path | None, as_json: bool) -> None:
+    """Measure latency, throughput, cold start and peak memory of an ONNX model.
+
+    Each profile runs in a fresh child process pinned to its cores with fixed
+    thread pools, so a bigger machine can stand in for a small device. Reports
+    mean, p50/p90/p99, std, IQR, throughput (items/s), cold start (session
+    creation + first inference) and peak resident memory.
+    """
+    from modelpress.benchmarks.presets import resolve_profile
+    from modelpress.benchmarks.profiler import ProfileConfig, profile_model
+    from modelpress.data import load_npz
+    from modelpress.io import write_json
+    from modelpress.onnxutil import check_onnx_file
+
+    check_onnx_file(model)
+    if presets and (cores is not None or threads is not None):
+        if len(presets) > 1:
+            raise ModelpressError("--cores/--threads override one preset; give at most one --preset with them")
+    profs = [resolve_profile(p, cores, threads) for p in presets] if presets else [resolve_profile(None, cores, threads)]
+    data = load_npz(inputs_file) if inputs_file else None
+    cfg = ProfileConfig(warmup=warmup, iterations=iterations, duration_s=duration, batch_size=batch_size, runner=runtime,
+                        graph_optimization=graph_opt, op_breakdown=ops)
+    results = [profile_model(model, p, cfg, data, data_label=str(inputs_file) if inputs_file else None) for p in profs]
+    payload = {"model": str(model), "results": [r.to_dict(samples=False) for r in results]}
+    if output:
+        write_json(output, {"model": str(model), "results": [r.to_dict() for r in results]})
+
+    def human() -> None:
+        from rich.table import Table
+
+        t = Table(title=f"{model} — batch {batch_size}, {results[0].inputs} inputs, {runtime}", title_justify="left")
+        for h in ("profile", "n", "mean ms", "p50 ms", "p90 ms", "p99 ms", "std ms", "IQR ms", "items/s",
+                  "cold start ms", "peak RSS MB"):
+            t.add_column(h, justify="left" if h == "profile" else "right")
+        for r in results:
+            s = r.stats
+            t.add_row(r.profile["name"], str(s.n), f"{s.mean_ms:.3f}", f"{s.p50_ms:.3f}", f"{s.p90_ms:.3f}",
+                      f"{s.p99_ms:.3f}", f"{s.std_ms:.3f}", f"{s.iqr_ms:.3f}", f"{s.throughput_items_s:.1f}",
+                      f"{r.cold_start_ms:.1f}", f"{r.peak_rss_mb:.1f}")
+        con = _console()
+        con.print(t)
+        for r in results:
+            con.print(f"[dim]{r.profile['name']}: {r.profile['description']}[/dim]")
+            if r.op_breakdown:
+                top = ", ".join(f"{k} {v:.0%}" for k, v in list(r.op_breakdown.items())[:6])
+                con.print(f"  kernel time by op: {top}")
+
+    _emit(as_json, payload, human)
+
+
+# ----------------------------------------------------------------------------- optimize
+
+
+def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """--option key=value pairs; values are YAML scalars/lists (true, 128, [a, b])."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key.strip():
+            raise ModelpressError(f"bad --option {p!r}: use key=value, e.g. per_channel=false")
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-t", "--technique", required=True, help="See `modelpress list techniques`.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
+@click.option("--calib", type=click.Path(path_type=Path), help="Calibration data (.npz), for static-int8.")
+@click.option("--option", "option_pairs", multiple=True, help="Technique option key=value (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def optimize(model: Path, technique: str, output: Path, calib: Path | None, option_pairs: tuple[str, ...],
+             as_json: bool) -> None:
+    """Apply one compression technique to an ONNX model.
+
+    \b
+    Examples:
+      modelpress optimize m.onnx -t dynamic-int8 -o m.dyn.onnx
+      modelpress optimize m.onnx -t static-int8 --calib calib.npz -o m.int8.onnx \\
+          --option calibration=percentile --option exclude_nodes=[conv1]
+    """
+    from modelpress.data import load_npz
+    from modelpress.onnxutil import model_size_bytes
+    from modelpress.optimizers import build_pass
+    from modelpress.optimizers import optimize as run_optimize
+
+    opts = _options(option_pairs)
+    build_pass(technique, opts)  # reject a bad technique/option before reading data
+    res = run_optimize(model, output, technique, opts, load_npz(calib) if calib else None)
+    before, after = model_size_bytes(model), model_size_bytes(output)
+    payload = {"output": str(output), "technique": res.technique, "config": res.config, "notes": res.notes,
+               "size_bytes": after, "size_ratio": round(after / before, 4)}
+
+    def human() -> None:
+        click.echo(f"{technique}: wrote {output} ({after / 1e6:.2f} MB, {after / before:.2f}x of {before / 1e6:.2f} MB)")
+        for n in res.notes:
+            click.echo(f"  note: {n}")
+
+    _emit(as_json, payload, human)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", "data_file", required=True, type=click.Path(path_type=Path),
+              help="Evaluation data (.npz) with a `labels` array for top-1.")
+@click.option("--reference", type=click.Path(path_type=Path), help="FP32 model to measure fidelity against.")
+@click.option("-b", "--batch-size", default=64, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(model: Path, data_file: Path, reference: Path | None, batch_size: int, as_json: bool) -> None:
+    """Top-1 accuracy on labelled data, and fidelity to a reference model (top-1 agreement, cosine, max abs error)."""
+    from modelpress.benchmarks.evaluate import evaluate as run_eval
+    from modelpress.benchmarks.evaluate import predict
+    from modelpress.data import load_npz
+
+    data = load_npz(data_file)
+    ref = predict(reference, data, batch_size) if reference else None
+    res, _ = run_eval(model, data, ref, batch_size)
+
+    def human() -> None:
+        click.echo(f"{model}: {res.samples} samples")
+        if res.top1 is not None:
+            click.echo(f"  top-1 accuracy: {res.top1 * 100:.2f}%")
+        if res.fidelity:
+            f = res.fidelity
+            click.echo(f"  vs {reference}: top-1 agreement {f.top1_agreement * 100:.2f}%, cosine mean {f.cosine_mean:.5f} "
+                       f"(min {f.cosine_min:.5f}), max abs err {f.max_abs_err:.4g}")
+
+    _emit(as_json, res.to_dict(), human)
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("-o", "--out", "out_dir", default="modelpress-demo", show_default=True, type=click.Path(path_type=Path),
+              help="Folder for models, data and reports.")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1, 50), help="Training epochs.")
+@click.option("-n", "--iterations", default=200, show_default=True, type=click.IntRange(10), help="Timed iterations per profile.")
+@click.option("-p", "--preset", "presets", multiple=True, help="Edge profiles (default: edge-1core, edge-2core).")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
+def demo(out_dir: Path, epochs: int, iterations: int, presets: tuple[str, ...], as_json: bool) -> None:
+    """Train a small CNN on real MNIST digits, export, quantize two ways, evaluate, profile, compare.
+
+    Offline and about a minute on 2 cores. Writes the models, the data and
+    report.json / report.md to OUT, and prints which variant wins and why.
+    """
+    from modelpress.benchmarks.report import render_rich
+    from modelpress.demo import run_demo
+
+    report = run_demo(out_dir, epochs=epochs, iterations=iterations,
+                      profiles=presets or ("edge-1core", "edge-2core"), show_progress=not as_json)
+
+    def human() -> None:
+        con = _console()
+        con.print(render_rich(report))
+        con.print(f"[dim]wrote {out_dir}/report.json, {out_dir}/report.md and the models in {report['wall_s']:.0f}s[/dim]")
+
+    _emit(as_json, report, human)
+
+
+# ----------------------------------------------------------------------------- list
+
+
+@cli.command(name="list")
+@click.argument("what", type=click.Choice(["presets", "runtimes", "techniques"]))
+def list_(what: str) -> None:
+    """List edge presets, runtimes (and whether usable here) or compression techniques."""
+    if what == "presets":
+        from modelpress.benchmarks.presets import PRESETS
+
+        for p in PRESETS.values():
+            click.echo(f"{p.name:12} {p.description}")
+    elif what == "runtimes":
+        from modelpress.runtimes import RUNNERS
+
+        for name, cls in sorted(RUNNERS.items()):
+            ok, why = cls.availability()
+            click.echo(f"{name:14} {'available' if ok else 'unavailable'}  {cls.description}{'' if ok else ' — ' + why}")
+    else:
+        import dataclasses
+
+        from modelpress.optimizers import PASSES
+
+        for name, cls in sorted(PASSES.items()):
+            opts = ", ".join(f"{f.name}={f.default if f.default is not dataclasses.MISSING else '[]'}"
+                             for f in dataclasses.fields(cls.config_cls))
+            click.echo(f"{name:14} {cls.summary}\n{'':14} options: {opts}")
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="modelpress", standalone_mode=True)
+    except SystemExit as e:
+        sys.exit(e.code if e.code is not None else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Errors the CLI turns into one line on stderr and a documented exit code.
+
+Exit codes (stable, documented in the README):
+  0  success
+  1  internal error (a bug: rerun with --debug for the traceback)
+  2  bad input or usage (missing file, wrong shapes, unknown preset, ...)
+  3  a check failed (export parity outside tolerance, ...)
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_CHECK_FAILED = 3
+
+
+class ModelpressError(Exception):
+    """A problem with what the user gave us; shown as one line, never a traceback."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class CheckFailed(ModelpressError):
+    """The work ran, but a measured check (parity, budget) did not hold."""
+
+    exit_code = EXIT_CHECK_FAILED

@@ -1,0 +1,1 @@
+"""Model definitions modelpress ships (no weights: those come from packages or training)."""

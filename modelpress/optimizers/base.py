@@ -1,0 +1,108 @@
+"""A pass: one optimization step with a typed config, so a run can be written out and replayed.
+
+Modelled on Olive's passes: `Pass.config_cls` is a dataclass; `build_pass(name,
+options)` rejects unknown options and wrong types with one line, and
+`config.to_dict()` is exactly what a recipe records.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from modelpress.data import Dataset
+from modelpress.errors import ModelpressError
+
+
+@dataclass
+class PassConfig:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PassResult:
+    technique: str
+    config: dict[str, Any]
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+class Pass(abc.ABC):
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    config_cls: ClassVar[type[PassConfig]] = PassConfig
+    needs_calibration: ClassVar[bool] = False
+
+    def __init__(self, config: PassConfig | None = None) -> None:
+        self.config = config or self.config_cls()
+
+    @abc.abstractmethod
+    def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
+        """Write the optimized model to `model_out` (a temp path the caller renames into place)."""
+
+
+def make_config(cls: type[PassConfig], options: dict[str, Any], pass_name: str) -> PassConfig:
+    """Build a typed config from loose options (CLI/YAML), naming any unknown key or bad value."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise ModelpressError(f"{pass_name}: unknown option(s) {unknown}; options are {sorted(fields)}")
+    values = {}
+    for key, raw in options.items():
+        values[key] = _coerce(raw, hints[key], f"{pass_name}: option {key}")
+    cfg = cls(**values)
+    validate = getattr(cfg, "validate", None)
+    if validate:
+        validate()
+    return cfg
+
+
+def _coerce(raw: Any, hint: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        if raw not in args:
+            raise ModelpressError(f"{where} must be one of {list(args)}, got {raw!r}")
+        return raw
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if raw is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(raw, a, where)
+            except ModelpressError as e:
+                errors.append(str(e))
+        raise ModelpressError(errors[0])
+    if origin is list:
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, (list, tuple)):
+            raise ModelpressError(f"{where} must be a list, got {raw!r}")
+        return [_coerce(x.strip() if isinstance(x, str) else x, args[0], where) for x in items]
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("true", "1", "yes", "on"):
+            return True
+        if str(raw).lower() in ("false", "0", "no", "off"):
+            return False
+        raise ModelpressError(f"{where} must be true or false, got {raw!r}")
+    if hint in (int, float):
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = hint(raw)
+            if hint is int and isinstance(raw, float) and raw != value:
+                raise ValueError
+            return value
+        except (TypeError, ValueError):
+            raise ModelpressError(f"{where} must be {hint.__name__}, got {raw!r}") from None
+    if hint is str:
+        return str(raw)
+    return raw

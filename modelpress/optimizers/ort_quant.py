@@ -1,0 +1,165 @@
+"""ONNX Runtime quantization as passes: dynamic-range INT8 and calibrated static INT8 (QDQ).
+
+Defaults follow what was measured on AVX2 x86 without VNNI (docs/field-notes in
+the README): static QDQ with uint8 activations and int8 per-channel weights is
+the fast path; dynamic INT8 of convolutions (ConvInteger) is often *slower* than
+FP32 there, which the report surfaces rather than hides.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+
+from modelpress.data import Dataset, batch_size_for
+from modelpress.errors import ModelpressError
+from modelpress.onnxutil import op_counts
+from modelpress.optimizers import register_pass
+from modelpress.optimizers.base import Pass, PassConfig, PassResult
+
+QUANTIZED_OPS = {
+    "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear",
+    "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulNBits", "QAttention", "QGemm",
+}
+
+
+def _qtype(name: str):
+    from onnxruntime.quantization import QuantType
+
+    return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[name]
+
+
+def _preprocess(model_in: Path, workdir: Path) -> tuple[Path, list[str]]:
+    """ORT's recommended pre-processing (shape inference + graph optimization).
+
+    Symbolic shape inference can assert on some exported transformers; retry without it.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = workdir / "preprocessed.onnx"
+    try:
+        quant_pre_process(str(model_in), str(out))
+        return out, []
+    except Exception as e:
+        try:
+            quant_pre_process(str(model_in), str(out), skip_symbolic_shape=True)
+            return out, [f"pre-processing without symbolic shape inference ({type(e).__name__})"]
+        except Exception as e2:
+            return model_in, [f"pre-processing skipped: {type(e2).__name__}: {str(e2)[:200]}"]
+
+
+def _check_quantized(path: Path, technique: str) -> None:
+    if not QUANTIZED_OPS & set(op_counts(path)):
+        raise ModelpressError(f"{technique}: the model has no op this technique quantizes; nothing was written")
+
+
+@dataclass
+class DynamicInt8Config(PassConfig):
+    weight_type: Literal["int8", "uint8"] = "int8"
+    per_channel: bool = False
+    reduce_range: bool = False
+    op_types: list[str] | None = None  # None: every op type ORT can quantize dynamically
+
+
+@register_pass
+class DynamicInt8(Pass):
+    name = "dynamic-int8"
+    summary = "ORT dynamic-range INT8: weights quantized offline, activations scaled at run time (no calibration)"
+    config_cls = DynamicInt8Config
+
+    def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
+        from onnxruntime.quantization import quantize_dynamic
+
+        c: DynamicInt8Config = self.config  # type: ignore[assignment]
+        with tempfile.TemporaryDirectory(prefix="modelpress-q-") as tmp:
+            src, notes = _preprocess(model_in, Path(tmp))
+            _quiet_ort_logs()
+            quantize_dynamic(
+                str(src), str(model_out), weight_type=_qtype(c.weight_type), per_channel=c.per_channel,
+                reduce_range=c.reduce_range, op_types_to_quantize=c.op_types,
+            )
+        _check_quantized(model_out, self.name)
+        return PassResult(self.name, c.to_dict(), notes)
+
+
+@dataclass
+class StaticInt8Config(PassConfig):
+    format: Literal["qdq", "qoperator"] = "qdq"
+    per_channel: bool = True
+    activation_type: Literal["int8", "uint8"] = "uint8"  # U8S8 is faster than S8S8 on AVX2 without VNNI
+    weight_type: Literal["int8", "uint8"] = "int8"
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    # Bounds calibration time and memory. (ORT 1.32's CalibMaxIntermediateOutputs drops, rather than
+    # merges, each full chunk of collected ranges, so the cap on samples is our only memory bound.)
+    max_calib_samples: int = 256
+    calib_batch_size: int = 16
+    op_types: list[str] | None = None
+    exclude_nodes: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.max_calib_samples < 1 or self.calib_batch_size < 1:
+            raise ModelpressError("static-int8: max_calib_samples and calib_batch_size must be >= 1")
+
+
+class _Reader:
+    """ORT CalibrationDataReader over a Dataset, batch by batch."""
+
+    def __init__(self, data: Dataset, batch_size: int) -> None:
+        self._data, self._bs = data, batch_size
+        self._it: Iterator[dict[str, np.ndarray]] = iter(())
+        self.rewind()
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = self._data.batches(self._bs)
+
+
+@register_pass
+class StaticInt8(Pass):
+    name = "static-int8"
+    summary = "ORT static INT8 (QDQ, per-channel) with activation ranges calibrated on real data"
+    config_cls = StaticInt8Config
+    needs_calibration = True
+
+    def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
+        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
+
+        from modelpress.runtimes import create_runner
+
+        c: StaticInt8Config = self.config  # type: ignore[assignment]
+        if calib is None:
+            raise ModelpressError("static-int8 needs calibration data")
+        with create_runner("ort-cpu", model_in) as r:
+            specs = r.inputs
+        calib.check_against(specs, "calibration data")
+        notes = []
+        if len(calib) > c.max_calib_samples:
+            notes.append(f"calibrated on the first {c.max_calib_samples} of {len(calib)} samples (max_calib_samples)")
+            calib = calib.take(c.max_calib_samples)
+        bs = batch_size_for(specs, c.calib_batch_size)
+        reader = type("Reader", (_Reader, CalibrationDataReader), {})(calib, bs)
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[c.calibration]
+        with tempfile.TemporaryDirectory(prefix="modelpress-q-") as tmp:
+            src, pre_notes = _preprocess(model_in, Path(tmp))
+            _quiet_ort_logs()
+            quantize_static(
+                str(src), str(model_out), reader,
+                quant_format=QuantFormat.QDQ if c.format == "qdq" else QuantFormat.QOperator,
+                per_channel=c.per_channel, activation_type=_qtype(c.activation_type), weight_type=_qtype(c.weight_type),
+                calibrate_method=method, op_types_to_quantize=c.op_types, nodes_to_exclude=c.exclude_nodes or None,
+            )
+        _check_quantized(model_out, self.name)
+        return PassResult(self.name, c.to_dict(), pre_notes + notes)
+
+
+def _quiet_ort_logs() -> None:
+    """ORT's quantizer logs advice at WARNING for every model; keep the terminal for our own output."""
+    logging.getLogger().setLevel(logging.ERROR)

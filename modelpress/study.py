@@ -1,0 +1,106 @@
+"""Compress one FP32 model several ways, then evaluate and profile every variant side by side.
+
+The library entry point behind `modelpress demo` (and, later, recipes): it
+returns the report dict and writes report.json / report.md atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from modelpress.benchmarks.evaluate import evaluate
+from modelpress.benchmarks.presets import EdgeProfile
+from modelpress.benchmarks.profiler import ProfileConfig, profile_model
+from modelpress.benchmarks.report import Variant, build_report, render_markdown
+from modelpress.data import Dataset
+from modelpress.io import write_json, write_text
+from modelpress.onnxutil import check_onnx_file, model_size_bytes, op_counts
+from modelpress.optimizers import build_pass, optimize
+
+
+@dataclass
+class Candidate:
+    """One variant to make: a technique and its options (None: the reference itself)."""
+
+    name: str
+    technique: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not enabled:
+        yield None
+        return
+    with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=False) as p:
+        yield p
+
+
+def compare(
+    reference: str | Path, out_dir: str | Path, candidates: list[Candidate], profiles: list[EdgeProfile], *,
+    eval_data: Dataset, calib_data: Dataset | None = None, profile_config: ProfileConfig | None = None,
+    title: str = "modelpress comparison", task: dict[str, Any] | None = None, max_accuracy_drop: float = 0.01,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    reference = check_onnx_file(reference)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pcfg = profile_config or ProfileConfig(op_breakdown=True)
+    for c in candidates:  # fail on a bad technique or option before any work is done
+        if c.technique:
+            build_pass(c.technique, c.options)
+
+    variants = [Variant("fp32", None, reference.name, model_size_bytes(reference), ops=op_counts(reference))]
+    paths = {"fp32": reference}
+    with _progress(show_progress) as prog:
+        task_id = prog.add_task("compressing", total=len(candidates)) if prog else None
+        for c in candidates:
+            if prog:
+                prog.update(task_id, description=f"compressing: {c.name}")
+            path = out_dir / f"{c.name}.onnx"
+            res = optimize(reference, path, c.technique, c.options, calib_data) if c.technique else None
+            paths[c.name] = path
+            variants.append(Variant(c.name, c.technique, path.name, model_size_bytes(path),
+                                    config=res.config if res else {}, ops=op_counts(path), notes=res.notes if res else []))
+            if prog:
+                prog.advance(task_id)
+
+        ref_out = None
+        task_id = prog.add_task("evaluating", total=len(variants)) if prog else None
+        for v in variants:
+            if prog:
+                prog.update(task_id, description=f"evaluating: {v.name}")
+            metrics, out = evaluate(paths[v.name], eval_data, reference=ref_out)
+            ref_out = out if ref_out is None else ref_out
+            v.top1 = metrics.top1
+            v.fidelity = asdict(metrics.fidelity) if metrics.fidelity else None
+            if prog:
+                prog.advance(task_id)
+
+        task_id = prog.add_task("profiling", total=len(variants) * len(profiles)) if prog else None
+        profile_inputs = eval_data.take(64)
+        for prof in profiles:
+            for v in variants:
+                if prog:
+                    prog.update(task_id, description=f"profiling: {v.name} @ {prof.name}")
+                r = profile_model(paths[v.name], prof, pcfg, data=profile_inputs, data_label="evaluation data (first 64)")
+                v.latency[prof.name] = r.to_dict()
+                if prog:
+                    prog.advance(task_id)
+
+    report = build_report(
+        variants, [p.to_dict() for p in profiles], title=title,
+        task={"metric": "top1" if eval_data.labels is not None else "agreement with fp32", "eval_samples": len(eval_data),
+              "calib_samples": None if calib_data is None else len(calib_data), **(task or {})},
+        profile_config=asdict(pcfg), max_accuracy_drop=max_accuracy_drop, objective_profile=profiles[0].name,
+    )
+    write_json(out_dir / "report.json", report)
+    write_text(out_dir / "report.md", render_markdown(report))
+    return report
