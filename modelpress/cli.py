@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from modelpress import __version__
-from modelpress.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, ModelpressError
+from modelpress.errors import EXIT_INTERNAL, ModelpressError
 
 
 class _Group(click.Group):
@@ -214,18 +214,19 @@ def profile(model: Path, presets: tuple[str, ...], cores: str | None, threads: i
         write_json(output, {"model": str(model), "results": [r.to_dict() for r in results]})
 
     def human() -> None:
+        from rich import box
         from rich.table import Table
 
-        t = Table(title=f"{model} — batch {batch_size}, {results[0].inputs} inputs, {runtime}", title_justify="left")
-        for h in ("profile", "n", "mean ms", "p50 ms", "p90 ms", "p99 ms", "std ms", "IQR ms", "items/s",
-                  "cold start ms", "peak RSS MB"):
-            t.add_column(h, justify="left" if h == "profile" else "right")
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, padding=(0, 1), pad_edge=False)
+        for h in ("profile", "p50", "p90", "p99", "mean", "IQR", "items/s", "cold start", "peak RSS"):
+            t.add_column(h, justify="left" if h == "profile" else "right", no_wrap=True)
         for r in results:
             s = r.stats
-            t.add_row(r.profile["name"], str(s.n), f"{s.mean_ms:.3f}", f"{s.p50_ms:.3f}", f"{s.p90_ms:.3f}",
-                      f"{s.p99_ms:.3f}", f"{s.std_ms:.3f}", f"{s.iqr_ms:.3f}", f"{s.throughput_items_s:.1f}",
-                      f"{r.cold_start_ms:.1f}", f"{r.peak_rss_mb:.1f}")
+            t.add_row(r.profile["name"], f"{s.p50_ms:.3f}", f"{s.p90_ms:.3f}", f"{s.p99_ms:.3f}", f"{s.mean_ms:.3f}",
+                      f"{s.iqr_ms:.3f}", f"{s.throughput_items_s:.1f}", f"{r.cold_start_ms:.1f}", f"{r.peak_rss_mb:.0f} MB")
         con = _console()
+        con.print(f"[bold]{model}[/bold]: batch {batch_size}, {results[0].inputs} inputs, {runtime}, "
+                  f"{results[0].stats.n} timed runs; latencies in ms (std and all fields: --json)")
         con.print(t)
         for r in results:
             con.print(f"[dim]{r.profile['name']}: {r.profile['description']}[/dim]")

@@ -117,7 +117,8 @@ def synthetic(
                 shape.append(dims[d])
             else:
                 raise ModelpressError(
-                    f"input {s.name!r} has a symbolic dimension {d or '?'} at axis {axis}; give real inputs with --inputs FILE.npz"
+                    f"input {s.name!r} has a symbolic dimension {d or '?'} at axis {axis}; "
+                    "give real inputs with --inputs FILE.npz"
                 )
         shape = [samples * batch_size, *shape]
         if s.dtype.startswith("float"):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -45,3 +47,29 @@ def write_text(dest: str | os.PathLike[str], text: str) -> Path:
 
 def write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def captured_output() -> Iterator[list[str]]:
+    """Silence library prints at the file-descriptor level (dynamo and ORT's calibrators write to the
+    terminal, which would corrupt --json output), keeping the text in the yielded list."""
+    sink: list[str] = []
+    with tempfile.TemporaryFile(mode="w+") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(tmp), contextlib.redirect_stderr(tmp):
+                yield sink
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            tmp.seek(0)
+            sink.append(tmp.read())

@@ -103,6 +103,7 @@ def run(job: dict) -> dict:
         "load_ms": round((t_load - t0) * 1000, 3), "cold_start_ms": round((t_first - t0) * 1000, 3),
         "peak_rss_mb": round(peak, 1), "model_rss_mb": round(max(peak - base_rss, 0.0), 1),
         "samples_ms": [round(float(x), 4) for x in np.asarray(samples)], "op_breakdown": ops,
+        "affinity": sorted(os.sched_getaffinity(0)),
     }
 
 

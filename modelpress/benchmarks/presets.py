@@ -65,7 +65,8 @@ def resolve_profile(preset: str | None = None, cores: str | None = None, threads
         if n < 0:
             raise ModelpressError("--threads must be >= 0")
         where = f"pinned to cores {','.join(map(str, pinned))}" if pinned else "no pinning"
-        prof = EdgeProfile("custom", pinned, n, 1, f"{where}; {n or 'default'} intra-op threads, 1 inter-op thread")
+        plural = "" if n == 1 else "s"
+        prof = EdgeProfile("custom", pinned, n, 1, f"{where}; {n or 'default'} intra-op thread{plural}, 1 inter-op thread")
     check_cores(prof)
     return prof
 

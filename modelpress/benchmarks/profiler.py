@@ -84,6 +84,7 @@ class ProfileResult:
     model_rss_mb: float  # peak minus the process before the model was loaded
     samples_ms: list[float] = field(repr=False, default_factory=list)
     op_breakdown: dict[str, float] | None = None  # op type -> share of kernel time
+    affinity: list[int] = field(default_factory=list)  # the cores the measuring process actually ran on
 
     def to_dict(self, samples: bool = True) -> dict[str, Any]:
         d = asdict(self)

@@ -86,7 +86,8 @@ def _findings(name: str, lat: dict, ref_lat: dict, ref_name: str, margin: float)
         if sp >= 1 - margin:
             out.append(f"no faster than {ref_name} on {pname} ({sp:.2f}x, within the {margin:.0%} noise margin)")
             continue
-        line = f"{1 / sp:.2f}x slower than {ref_name} on {pname} (p50 {s['p50_ms']:.3g} vs {ref_lat[pname]['stats']['p50_ms']:.3g} ms)"
+        ref_p50 = ref_lat[pname]["stats"]["p50_ms"]
+        line = f"{1 / sp:.2f}x slower than {ref_name} on {pname} (p50 {s['p50_ms']:.3g} vs {ref_p50:.3g} ms)"
         ops = s.get("op_breakdown") or {}
         if ops:
             top, share = next(iter(ops.items()))
@@ -157,21 +158,30 @@ def _drop(row: dict) -> float | None:
 
 def _cells(report: dict) -> tuple[list[str], list[list[str]]]:
     pnames = [p["name"] for p in report["profiles"]]
-    head = ["variant", "technique", "size", "× fp32", "top-1", "Δ top-1", "agree"]
+    head = ["variant", "technique", "size", "× fp32", "top-1", "Δ top-1 pt", "agree"]
     for p in pnames:
         head += [f"{p} p50 ms", f"{p} p90 ms", f"{p} speedup"]
     body = []
     for r in report["variants"]:
-        acc, fid = r["accuracy"], r["fidelity"]
         row = [r["name"], r["technique"] or "-", _mb(r["size_bytes"]), f"{r['size_ratio']:.2f}",
-               "-" if acc is None else f"{acc['top1'] * 100:.2f}%",
-               "-" if acc is None else ("ref" if r["name"] == report["reference"] else f"{-acc['drop'] * 100:+.2f} pt"),
-               "-" if fid is None else f"{fid['top1_agreement'] * 100:.1f}%"]
+               *_accuracy_cells(r, report["reference"]), _agree_cell(r)]
         for p in pnames:
             s = r["latency"].get(p)
             row += ["-", "-", "-"] if s is None else [f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['speedup_p50']:.2f}x"]
         body.append(row)
     return head, body
+
+
+def _accuracy_cells(row: dict, reference: str) -> tuple[str, str]:
+    """(top-1, change vs reference in points); the reference's own change reads 'ref'."""
+    acc = row["accuracy"]
+    if acc is None:
+        return "-", "-"
+    return f"{acc['top1'] * 100:.2f}%", "ref" if row["name"] == reference else f"{-acc['drop'] * 100:+.2f}"
+
+
+def _agree_cell(row: dict) -> str:
+    return "-" if row["fidelity"] is None else f"{row['fidelity']['top1_agreement'] * 100:.1f}%"
 
 
 def _mb(n: int) -> str:
@@ -214,16 +224,15 @@ def render_rich(report: dict):
         t.add_column(f"{p}\np50 ms  speed", justify="right", no_wrap=True)
     pick = report["selection"]["pick"]
     for r in report["variants"]:
-        acc, fid = r["accuracy"], r["fidelity"]
+        top1, change = _accuracy_cells(r, report["reference"])
         cells = [r["name"], f"{_mb(r['size_bytes'])} {r['size_ratio']:.2f}x",
-                 "-" if acc is None else f"{acc['top1'] * 100:.2f}%" + ("" if r["name"] == report["reference"]
-                                                                       else f" {-acc['drop'] * 100:+.1f}"),
-                 "-" if fid is None else f"{fid['top1_agreement'] * 100:.1f}%"]
+                 top1 if change in ("-", "ref") else f"{top1} {change}", _agree_cell(r)]
         for p in pnames:
             s = r["latency"].get(p)
             cells.append("-" if s is None else f"{s['p50_ms']:.3f}  {s['speedup_p50']:.2f}x")
         t.add_row(*cells, style="bold green" if r["name"] == pick else None)
-    parts = [Text(report["title"], style="bold"), t, Text("Profiles: " + "; ".join(f"{p['name']} = {p['description']}" for p in report["profiles"]), style="dim"),
+    profiles = "; ".join(f"{p['name']} = {p['description']}" for p in report["profiles"])
+    parts = [Text(report["title"], style="bold"), t, Text("Profiles: " + profiles, style="dim"),
              Text("size: on disk and × fp32; top-1: accuracy and change in points; agree: top-1 agreement with fp32; "
                   "speed: p50 speed-up over fp32 (above 1 is faster)", style="dim")]
     sel = report["selection"]

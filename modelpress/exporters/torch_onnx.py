@@ -9,22 +9,20 @@ which one was used and why.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import shutil
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from modelpress.errors import CheckFailed, ModelpressError
-from modelpress.io import write_json
+from modelpress.io import captured_output, write_json
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
@@ -159,31 +157,6 @@ def _torch_outputs(module, tensors) -> list[np.ndarray]:
     return [o.detach().cpu().numpy() for o in out]
 
 
-@contextlib.contextmanager
-def _captured_output() -> Iterator[list[str]]:
-    """Silence the exporters' prints (dynamo writes progress and tracebacks to the terminal) but keep them."""
-    sink: list[str] = []
-    with tempfile.TemporaryFile(mode="w+") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = os.dup(1), os.dup(2)
-        os.dup2(tmp.fileno(), 1)
-        os.dup2(tmp.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(tmp), contextlib.redirect_stderr(tmp):
-                yield sink
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-            tmp.seek(0)
-            sink.append(tmp.read())
-
-
 def _tile_batch(tensors, n: int):
     import torch
 
@@ -268,7 +241,7 @@ def export_onnx(module, example, output: str | Path, config: ExportConfig | None
         for name in order:
             fn = _export_dynamo if name == "dynamo" else _export_torchscript
             try:
-                with _captured_output():
+                with captured_output():
                     fn(module, tensors, names, out_names, tmp, cfg)
             except Exception as e:
                 why = f"{name} exporter failed: {type(e).__name__}: {_line(e)}"
@@ -284,7 +257,7 @@ def export_onnx(module, example, output: str | Path, config: ExportConfig | None
             for f in workdir.iterdir():
                 f.unlink()
         if used is None:
-            raise ModelpressError(f"export failed: {notes[-1]}")
+            raise ModelpressError("export failed: " + "; ".join(n.split("; falling back")[0] for n in notes))
 
         try:
             onnx.checker.check_model(str(tmp), full_check=True)

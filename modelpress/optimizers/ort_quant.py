@@ -18,6 +18,7 @@ import numpy as np
 
 from modelpress.data import Dataset, batch_size_for
 from modelpress.errors import ModelpressError
+from modelpress.io import captured_output
 from modelpress.onnxutil import op_counts
 from modelpress.optimizers import register_pass
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
@@ -79,10 +80,11 @@ class DynamicInt8(Pass):
         with tempfile.TemporaryDirectory(prefix="modelpress-q-") as tmp:
             src, notes = _preprocess(model_in, Path(tmp))
             _quiet_ort_logs()
-            quantize_dynamic(
-                str(src), str(model_out), weight_type=_qtype(c.weight_type), per_channel=c.per_channel,
-                reduce_range=c.reduce_range, op_types_to_quantize=c.op_types,
-            )
+            with captured_output():
+                quantize_dynamic(
+                    str(src), str(model_out), weight_type=_qtype(c.weight_type), per_channel=c.per_channel,
+                    reduce_range=c.reduce_range, op_types_to_quantize=c.op_types,
+                )
         _check_quantized(model_out, self.name)
         return PassResult(self.name, c.to_dict(), notes)
 
@@ -150,12 +152,14 @@ class StaticInt8(Pass):
         with tempfile.TemporaryDirectory(prefix="modelpress-q-") as tmp:
             src, pre_notes = _preprocess(model_in, Path(tmp))
             _quiet_ort_logs()
-            quantize_static(
-                str(src), str(model_out), reader,
-                quant_format=QuantFormat.QDQ if c.format == "qdq" else QuantFormat.QOperator,
-                per_channel=c.per_channel, activation_type=_qtype(c.activation_type), weight_type=_qtype(c.weight_type),
-                calibrate_method=method, op_types_to_quantize=c.op_types, nodes_to_exclude=c.exclude_nodes or None,
-            )
+            with captured_output():
+                quantize_static(
+                    str(src), str(model_out), reader,
+                    quant_format=QuantFormat.QDQ if c.format == "qdq" else QuantFormat.QOperator,
+                    per_channel=c.per_channel, activation_type=_qtype(c.activation_type),
+                    weight_type=_qtype(c.weight_type), calibrate_method=method, op_types_to_quantize=c.op_types,
+                    nodes_to_exclude=c.exclude_nodes or None,
+                )
         _check_quantized(model_out, self.name)
         return PassResult(self.name, c.to_dict(), pre_notes + notes)
 

@@ -32,4 +32,6 @@ def create_runner(name: str, model_path, options: RunnerOptions | None = None) -
 
 from modelpress.runtimes import ort  # noqa: E402,F401  (registers the ONNX Runtime runners)
 
-__all__ = ["GRAPH_OPT_LEVELS", "RUNNERS", "Runner", "RunnerOptions", "TensorSpec", "create_runner", "get_runner", "register_runner"]
+__all__ = [
+    "GRAPH_OPT_LEVELS", "RUNNERS", "Runner", "RunnerOptions", "TensorSpec", "create_runner", "get_runner", "register_runner",
+]

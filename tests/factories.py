@@ -1,0 +1,65 @@
+"""Small models built in code for the tests (factories follow modelpress's `module:factory` contract)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        return self.fc(x.flatten(1))
+
+
+def tiny_cnn():
+    torch.manual_seed(0)
+    return TinyCNN().eval(), torch.randn(1, 1, 16, 16)
+
+
+class TwoInputs(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(a) + b * 2
+
+
+def two_inputs():
+    return TwoInputs().eval(), (torch.randn(2, 5), torch.randn(2, 5))
+
+
+class NoQuantizableOps(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) + 1.0
+
+
+def no_quantizable_ops():
+    return NoQuantizableOps().eval(), torch.randn(2, 8)
+
+
+class Eigvals(nn.Module):
+    """No ONNX exporter supports linalg.eigvals: a real export failure."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.eigvals(x).real
+
+
+def eigvals():
+    return Eigvals().eval(), torch.randn(2, 4, 4)
+
+
+def raises():
+    raise RuntimeError("weights not found")
+
+
+def wrong_return():
+    return 42
+
+
+NOT_CALLABLE = None
