@@ -349,7 +349,7 @@ def demo(out_dir: Path, epochs: int, iterations: int, presets: tuple[str, ...], 
 
     def human() -> None:
         con = _console()
-        con.print(render_rich(report))
+        con.print(render_rich(report, wide=con.width >= 110))
         con.print(f"[dim]wrote {out_dir}/report.json, {out_dir}/report.md and the models in {report['wall_s']:.0f}s[/dim]")
 
     _emit(as_json, report, human)

@@ -65,3 +65,8 @@ def test_build_report_findings_and_renderers():
     con.print(render_rich(rep))
     text = con.export_text()
     assert "Pick: static-int8" in text and "Finding: dynamic-int8 is 2.50x slower" in text
+    assert "…" not in text  # the compact table fits 80 columns: nothing truncated
+    wide = Console(width=140, record=True)
+    wide.print(render_rich(rep, wide=True))
+    wide_text = wide.export_text()
+    assert "2.500 / 2.750  0.40x" in wide_text and "1,000 B" in wide_text

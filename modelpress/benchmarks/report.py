@@ -207,8 +207,9 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_rich(report: dict):
-    """A compact terminal rendering (fits 80 columns for two profiles): the table, the pick, the findings."""
+def render_rich(report: dict, wide: bool = False):
+    """The terminal rendering: the table, the pick, the findings. Compact (p50 only) fits 80 columns for
+    two profiles; `wide` adds p90 per profile and the size in bytes."""
     from rich import box
     from rich.console import Group
     from rich.table import Table
@@ -221,15 +222,17 @@ def render_rich(report: dict):
     for h in ("size", "top-1", "agree"):
         t.add_column(h, justify="right", no_wrap=True)
     for p in pnames:
-        t.add_column(f"{p}\np50 ms  speed", justify="right", no_wrap=True)
+        t.add_column(f"{p}\n{'p50 / p90 ms' if wide else 'p50 ms'}  speed", justify="right", no_wrap=True)
     pick = report["selection"]["pick"]
     for r in report["variants"]:
         top1, change = _accuracy_cells(r, report["reference"])
-        cells = [r["name"], f"{_mb(r['size_bytes'])} {r['size_ratio']:.2f}x",
+        size = f"{r['size_bytes']:,} B" if wide else _mb(r["size_bytes"])
+        cells = [r["name"], f"{size} {r['size_ratio']:.2f}x",
                  top1 if change in ("-", "ref") else f"{top1} {change}", _agree_cell(r)]
         for p in pnames:
             s = r["latency"].get(p)
-            cells.append("-" if s is None else f"{s['p50_ms']:.3f}  {s['speedup_p50']:.2f}x")
+            p90 = f" / {s['p90_ms']:.3f}" if wide and s else ""
+            cells.append("-" if s is None else f"{s['p50_ms']:.3f}{p90}  {s['speedup_p50']:.2f}x")
         t.add_row(*cells, style="bold green" if r["name"] == pick else None)
     profiles = "; ".join(f"{p['name']} = {p['description']}" for p in report["profiles"])
     parts = [Text(report["title"], style="bold"), t, Text("Profiles: " + profiles, style="dim"),
