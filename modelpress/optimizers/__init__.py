@@ -44,6 +44,7 @@ def optimize(
     return result
 
 
-from modelpress.optimizers import ort_quant  # noqa: E402,F401  (registers dynamic-int8, static-int8)
+# The registry: one import per technique module.
+from modelpress.optimizers import fp16, graph, ort_quant, weight_only  # noqa: E402,F401
 
 __all__ = ["PASSES", "Pass", "PassConfig", "PassResult", "build_pass", "optimize", "register_pass"]

@@ -12,7 +12,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -54,7 +54,7 @@ def _preprocess(model_in: Path, workdir: Path) -> tuple[Path, list[str]]:
             return model_in, [f"pre-processing skipped: {type(e2).__name__}: {str(e2)[:200]}"]
 
 
-def _check_quantized(path: Path, technique: str) -> None:
+def check_quantized(path: Path, technique: str) -> None:
     if not QUANTIZED_OPS & set(op_counts(path)):
         raise ModelpressError(f"{technique}: the model has no op this technique quantizes; nothing was written")
 
@@ -85,7 +85,7 @@ class DynamicInt8(Pass):
                     str(src), str(model_out), weight_type=_qtype(c.weight_type), per_channel=c.per_channel,
                     reduce_range=c.reduce_range, op_types_to_quantize=c.op_types,
                 )
-        _check_quantized(model_out, self.name)
+        check_quantized(model_out, self.name)
         return PassResult(self.name, c.to_dict(), notes)
 
 
@@ -108,19 +108,31 @@ class StaticInt8Config(PassConfig):
             raise ModelpressError("static-int8: max_calib_samples and calib_batch_size must be >= 1")
 
 
-class _Reader:
-    """ORT CalibrationDataReader over a Dataset, batch by batch."""
+class _ReaderBase:
+    """Batches of a Dataset, by position (ORT's GPTQ deep-copies the reader: no generators inside)."""
 
     def __init__(self, data: Dataset, batch_size: int) -> None:
-        self._data, self._bs = data, batch_size
-        self._it: Iterator[dict[str, np.ndarray]] = iter(())
-        self.rewind()
+        self._data, self._bs, self._pos = data, batch_size, 0
 
-    def get_next(self):
-        return next(self._it, None)
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._pos >= len(self._data):
+            return None
+        i, self._pos = self._pos, self._pos + self._bs
+        return {k: v[i : i + self._bs] for k, v in self._data.inputs.items()}
 
     def rewind(self) -> None:
-        self._it = self._data.batches(self._bs)
+        self._pos = 0
+
+
+def _reader_class():
+    from onnxruntime.quantization import CalibrationDataReader
+
+    return type("Reader", (_ReaderBase, CalibrationDataReader), {})
+
+
+def Reader(data: Dataset, batch_size: int):  # noqa: N802 - a class factory: ORT wants its own ABC as base
+    """An ORT CalibrationDataReader over a Dataset (also accepted by INC, which duck-types get_next)."""
+    return _reader_class()(data, batch_size)
 
 
 @register_pass
@@ -131,7 +143,7 @@ class StaticInt8(Pass):
     needs_calibration = True
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
-        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
         from modelpress.runtimes import create_runner
 
@@ -146,7 +158,7 @@ class StaticInt8(Pass):
             notes.append(f"calibrated on the first {c.max_calib_samples} of {len(calib)} samples (max_calib_samples)")
             calib = calib.take(c.max_calib_samples)
         bs = batch_size_for(specs, c.calib_batch_size)
-        reader = type("Reader", (_Reader, CalibrationDataReader), {})(calib, bs)
+        reader = Reader(calib, bs)
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[c.calibration]
         with tempfile.TemporaryDirectory(prefix="modelpress-q-") as tmp:
@@ -160,7 +172,7 @@ class StaticInt8(Pass):
                     weight_type=_qtype(c.weight_type), calibrate_method=method, op_types_to_quantize=c.op_types,
                     nodes_to_exclude=c.exclude_nodes or None,
                 )
-        _check_quantized(model_out, self.name)
+        check_quantized(model_out, self.name)
         return PassResult(self.name, c.to_dict(), pre_notes + notes)
 
 

@@ -54,12 +54,7 @@ class OrtRunner(Runner):
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.options.intra_op_threads
         so.inter_op_num_threads = self.options.inter_op_threads
-        so.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[self.options.graph_optimization]
+        so.graph_optimization_level = graph_opt_level(self.options.graph_optimization)
         so.log_severity_level = 3  # errors only: warnings go to our report, not the terminal
         if self.options.profile_ops_prefix:
             so.enable_profiling = True
@@ -104,6 +99,17 @@ class OrtRunner(Runner):
     @property
     def outputs(self) -> list[TensorSpec]:
         return [_spec(a) for a in self.session.get_outputs()]
+
+
+def graph_opt_level(name: str):
+    import onnxruntime as ort
+
+    return {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[name]
 
 
 def _first_line(e: BaseException) -> str:

@@ -1,0 +1,61 @@
+"""Graph-level optimization passes: ONNX Runtime offline optimization, the ORT transformers
+optimizer (attention / LayerNorm / GELU fusion for BERT-family models), and onnxslim."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from modelpress.data import Dataset
+from modelpress.errors import ModelpressError
+from modelpress.io import captured_output
+from modelpress.optimizers import register_pass
+from modelpress.optimizers.base import Pass, PassConfig, PassResult
+
+
+@dataclass
+class GraphConfig(PassConfig):
+    tool: Literal["ort", "transformers", "onnxslim"] = "ort"
+    level: Literal["basic", "extended", "all"] = "extended"  # tool=ort
+    model_type: str = "bert"  # tool=transformers: bert, gpt2, t5, vit, ...
+    num_heads: int = 0  # tool=transformers: 0 = detect from the graph
+    hidden_size: int = 0
+
+
+@register_pass
+class GraphOptimize(Pass):
+    name = "graph"
+    summary = "graph optimization: ORT offline (basic/extended/all), ORT transformers fusion, or onnxslim"
+    config_cls = GraphConfig
+
+    def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
+        c: GraphConfig = self.config  # type: ignore[assignment]
+        notes: list[str] = []
+        with captured_output():
+            if c.tool == "ort":
+                import onnxruntime as ort
+
+                from modelpress.runtimes.ort import graph_opt_level
+
+                so = ort.SessionOptions()
+                so.graph_optimization_level = graph_opt_level(c.level)
+                so.optimized_model_filepath = str(model_out)
+                ort.InferenceSession(str(model_in), so, providers=["CPUExecutionProvider"])
+                if c.level == "all":
+                    notes.append("level 'all' writes CPU-specific layouts (NCHWc): run this file on the CPU EP only")
+            elif c.tool == "transformers":
+                from onnxruntime.transformers.optimizer import optimize_model
+
+                m = optimize_model(str(model_in), model_type=c.model_type, num_heads=c.num_heads,
+                                   hidden_size=c.hidden_size, opt_level=0)
+                fused = {k: v for k, v in m.get_fused_operator_statistics().items() if v}
+                notes.append("fused: " + (", ".join(f"{k} {v}" for k, v in fused.items()) or "nothing"))
+                m.save_model_to_file(str(model_out))
+            else:
+                try:
+                    import onnxslim
+                except ImportError:
+                    raise ModelpressError("graph tool onnxslim needs the package: pip install 'modelpress[models]'") from None
+                onnxslim.slim(str(model_in), str(model_out))
+        return PassResult(self.name, c.to_dict(), notes)
