@@ -250,45 +250,118 @@ def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ModelpressError(f"bad --option {p!r}: use key=value, e.g. per_channel=false")
         try:
-            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+            out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
-            out[key.strip().replace("-", "_")] = value
+            out[key.strip()] = value
     return out
 
 
+def _step_options(pairs: tuple[str, ...], techniques: list[str]) -> list[dict[str, Any]]:
+    """--option key=value (one technique) or TECHNIQUE.key=value (a chain) -> options per step."""
+    per: list[dict[str, Any]] = [{} for _ in techniques]
+    for key, value in _options(pairs).items():
+        tech, dot, name = key.rpartition(".")
+        name = name.replace("-", "_")  # --option per-channel=false reads like the CLI's own flags
+        if not dot:
+            if len(techniques) > 1:
+                raise ModelpressError(f"--option {key}: with several techniques write TECHNIQUE.{key}=...")
+            per[0][name] = value
+        elif tech in techniques:
+            per[techniques.index(tech)][name] = value
+        else:
+            raise ModelpressError(f"--option {key}: {tech!r} is not one of the techniques {techniques}")
+    return per
+
+
 @cli.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("-t", "--technique", required=True, help="See `modelpress list techniques`.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
-@click.option("--calib", type=click.Path(path_type=Path), help="Calibration data (.npz), for static-int8.")
-@click.option("--option", "option_pairs", multiple=True, help="Technique option key=value (repeatable).")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("-t", "--technique", "techniques", multiple=True,
+              help="Technique (repeat for a chain, applied in order). See `modelpress list techniques`.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
+@click.option("--calib", type=click.Path(path_type=Path), help="Calibration data (.npz), for calibrated techniques.")
+@click.option("--option", "option_pairs", multiple=True,
+              help="Technique option key=value, or TECHNIQUE.key=value in a chain (repeatable; YAML values).")
+@click.option("--recipe", type=click.Path(path_type=Path), help="Replay a recipe (YAML) instead of MODEL/-t/-o.")
+@click.option("--dump-recipe", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the recipe of this run (every option, defaults included); '-' prints it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def optimize(model: Path, technique: str, output: Path, calib: Path | None, option_pairs: tuple[str, ...],
-             as_json: bool) -> None:
-    """Apply one compression technique to an ONNX model.
+def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | None, calib: Path | None,
+             option_pairs: tuple[str, ...], recipe: Path | None, dump_recipe: Path | None, as_json: bool) -> None:
+    """Compress an ONNX model with one technique or a chain of them.
 
     \b
     Examples:
       modelpress optimize m.onnx -t dynamic-int8 -o m.dyn.onnx
       modelpress optimize m.onnx -t static-int8 --calib calib.npz -o m.int8.onnx \\
-          --option calibration=percentile --option exclude_nodes=[conv1]
+          --option calibration=percentile --option exclude_most_sensitive=2
+      modelpress optimize m.onnx -t graph -t static-int8 --calib calib.npz -o m.q.onnx \\
+          --option graph.tool=transformers --dump-recipe run.yaml
+      modelpress optimize --recipe run.yaml            # replays exactly
+
+    Exit code 4 (inc-tune): the accuracy goal was not met; the best model found is saved.
     """
     from modelpress.data import load_npz
     from modelpress.onnxutil import model_size_bytes
-    from modelpress.optimizers import build_pass
-    from modelpress.optimizers import optimize as run_optimize
+    from modelpress.optimizers import optimize_chain
+    from modelpress.recipe import Recipe, Step, load_recipe
 
-    opts = _options(option_pairs)
-    build_pass(technique, opts)  # reject a bad technique/option before reading data
-    res = run_optimize(model, output, technique, opts, load_npz(calib) if calib else None)
-    before, after = model_size_bytes(model), model_size_bytes(output)
-    payload = {"output": str(output), "technique": res.technique, "config": res.config, "notes": res.notes,
+    if recipe is not None:
+        if model or techniques or output or option_pairs or calib:
+            raise ModelpressError("--recipe replays a run: give no MODEL, -t, -o, --calib or --option with it")
+        rec = load_recipe(recipe)
+    else:
+        if model is None or not techniques or output is None:
+            raise ModelpressError("give MODEL, at least one -t TECHNIQUE and -o OUTPUT (or --recipe FILE)")
+        opts = _step_options(option_pairs, list(techniques))
+        rec = Recipe(str(model), str(output), [Step(t, o) for t, o in zip(techniques, opts)], str(calib) if calib else None)
+    steps = [(s.technique, s.options) for s in rec.steps]
+    results = optimize_chain(rec.model, rec.output, steps, load_npz(rec.calib) if rec.calib else None)
+    ran = Recipe(rec.model, rec.output, [Step(r.technique, r.config) for r in results], rec.calib)
+    if dump_recipe is not None:
+        if str(dump_recipe) == "-":
+            click.echo(ran.to_yaml(), err=as_json)
+        else:
+            ran.save(dump_recipe)
+    before, after = model_size_bytes(rec.model), model_size_bytes(rec.output)
+    payload = {"output": rec.output, "steps": [{"technique": r.technique, "config": r.config, "notes": r.notes}
+                                               for r in results],
                "size_bytes": after, "size_ratio": round(after / before, 4)}
 
     def human() -> None:
-        click.echo(f"{technique}: wrote {output} ({after / 1e6:.2f} MB, {after / before:.2f}x of {before / 1e6:.2f} MB)")
-        for n in res.notes:
-            click.echo(f"  note: {n}")
+        chain = " -> ".join(r.technique for r in results)
+        click.echo(f"{chain}: wrote {rec.output} ({after / 1e6:.2f} MB, {after / before:.2f}x of {before / 1e6:.2f} MB)")
+        for r in results:
+            for n in r.notes:
+                click.echo(f"  {r.technique}: {n}")
+
+    _emit(as_json, payload, human)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--calib", required=True, type=click.Path(path_type=Path), help="Real inputs (.npz).")
+@click.option("--top", default=10, show_default=True, help="Show the N most sensitive layers.")
+@click.option("--samples", default=32, show_default=True, help="Samples to measure on.")
+@click.option("--json", "as_json", is_flag=True, help="Print every layer as JSON.")
+def sensitivity(model: Path, calib: Path, top: int, samples: int, as_json: bool) -> None:
+    """Rank layers by how much static INT8 hurts each (SQNR in dB of each layer's own quantization; lower is worse).
+
+    Feed the ranking back with `optimize -t static-int8 --option exclude_most_sensitive=K`,
+    or let `-t inc-tune` find K against an accuracy budget.
+    """
+    from modelpress.data import load_npz
+    from modelpress.onnxutil import check_onnx_file
+    from modelpress.optimizers.sensitivity import layer_sensitivity
+
+    check_onnx_file(model)
+    ranked = layer_sensitivity(model, load_npz(calib), max_samples=samples)
+    payload = {"model": str(model), "layers": [s.to_dict() for s in ranked]}
+
+    def human() -> None:
+        fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        click.echo(f"{'rank':>4}  {'node':40} {'op':14} {'activation dB':>13} {'weight dB':>9}")
+        for i, s in enumerate(ranked[:top], 1):
+            click.echo(f"{i:>4}  {s.node[:40]:40} {s.op_type:14} {fmt(s.activation_sqnr_db):>13} {fmt(s.weight_sqnr_db):>9}")
 
     _emit(as_json, payload, human)
 

@@ -5,6 +5,7 @@ Exit codes (stable, documented in the README):
   1  internal error (a bug: rerun with --debug for the traceback)
   2  bad input or usage (missing file, wrong shapes, unknown preset, ...)
   3  a check failed (export parity outside tolerance, ...)
+  4  an accuracy goal was not met (inc-tune): the best model found was saved anyway
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_CHECK_FAILED = 3
+EXIT_GOAL_NOT_MET = 4
 
 
 class ModelpressError(Exception):
@@ -25,3 +27,9 @@ class CheckFailed(ModelpressError):
     """The work ran, but a measured check (parity, budget) did not hold."""
 
     exit_code = EXIT_CHECK_FAILED
+
+
+class GoalNotMet(ModelpressError):
+    """An accuracy-aware search saved its best model, which misses the goal."""
+
+    exit_code = EXIT_GOAL_NOT_MET

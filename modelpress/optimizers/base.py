@@ -29,6 +29,7 @@ class PassResult:
     technique: str
     config: dict[str, Any]
     notes: list[str] = dataclasses.field(default_factory=list)
+    goal_met: bool | None = None  # accuracy-aware passes: False = best model saved, but over budget
 
 
 class Pass(abc.ABC):

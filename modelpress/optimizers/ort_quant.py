@@ -54,6 +54,18 @@ def _preprocess(model_in: Path, workdir: Path) -> tuple[Path, list[str]]:
             return model_in, [f"pre-processing skipped: {type(e2).__name__}: {str(e2)[:200]}"]
 
 
+# Contrib ops that ORT's offline graph optimization fuses and its quantizer then passes over.
+_FUSED = ("FusedConv", "FusedGemm", "FusedMatMul", "NhwcConv")
+
+
+def fused_ops_note(model_in: Path) -> list[str]:
+    fused = {k: v for k, v in op_counts(model_in).items() if k in _FUSED}
+    if not fused:
+        return []
+    return [f"left in FP32: {', '.join(f'{v} {k}' for k, v in fused.items())} (ORT contrib ops from offline graph "
+            "optimization, which the quantizer skips): quantize first, let ONNX Runtime fuse at load time"]
+
+
 def check_quantized(path: Path, technique: str) -> None:
     if not QUANTIZED_OPS & set(op_counts(path)):
         raise ModelpressError(f"{technique}: the model has no op this technique quantizes; nothing was written")
@@ -79,14 +91,14 @@ class DynamicInt8(Pass):
         c: DynamicInt8Config = self.config  # type: ignore[assignment]
         with tempfile.TemporaryDirectory(prefix="modelpress-q-") as tmp:
             src, notes = _preprocess(model_in, Path(tmp))
-            _quiet_ort_logs()
+            quiet_ort_logs()
             with captured_output():
                 quantize_dynamic(
                     str(src), str(model_out), weight_type=_qtype(c.weight_type), per_channel=c.per_channel,
                     reduce_range=c.reduce_range, op_types_to_quantize=c.op_types,
                 )
         check_quantized(model_out, self.name)
-        return PassResult(self.name, c.to_dict(), notes)
+        return PassResult(self.name, c.to_dict(), notes + fused_ops_note(model_in))
 
 
 @dataclass
@@ -102,8 +114,12 @@ class StaticInt8Config(PassConfig):
     calib_batch_size: int = 16
     op_types: list[str] | None = None
     exclude_nodes: list[str] = field(default_factory=list)
+    exclude_most_sensitive: int = 0  # keep this many of the most sensitive layers in FP32 (SQNR ranking)
+    keep_removable_activations: bool = False  # keep Relu/Clip that QDQ would fold into the uint8 range
 
     def validate(self) -> None:
+        if self.exclude_most_sensitive < 0:
+            raise ModelpressError("static-int8: exclude_most_sensitive must be >= 0")
         if self.max_calib_samples < 1 or self.calib_batch_size < 1:
             raise ModelpressError("static-int8: max_calib_samples and calib_batch_size must be >= 1")
 
@@ -158,24 +174,34 @@ class StaticInt8(Pass):
             notes.append(f"calibrated on the first {c.max_calib_samples} of {len(calib)} samples (max_calib_samples)")
             calib = calib.take(c.max_calib_samples)
         bs = batch_size_for(specs, c.calib_batch_size)
+        exclude = list(c.exclude_nodes)
+        if c.exclude_most_sensitive:
+            from modelpress.optimizers.sensitivity import layer_sensitivity
+
+            opts = {k: v for k, v in c.to_dict().items() if k != "exclude_most_sensitive"}
+            ranked = layer_sensitivity(model_in, calib, opts, max_samples=min(32, c.max_calib_samples))
+            kept = [s.node for s in ranked[: c.exclude_most_sensitive]]
+            exclude += kept
+            notes.append(f"kept in FP32 (most sensitive): {', '.join(kept)}")
         reader = Reader(calib, bs)
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[c.calibration]
         with tempfile.TemporaryDirectory(prefix="modelpress-q-") as tmp:
             src, pre_notes = _preprocess(model_in, Path(tmp))
-            _quiet_ort_logs()
+            quiet_ort_logs()
             with captured_output():
                 quantize_static(
                     str(src), str(model_out), reader,
                     quant_format=QuantFormat.QDQ if c.format == "qdq" else QuantFormat.QOperator,
                     per_channel=c.per_channel, activation_type=_qtype(c.activation_type),
                     weight_type=_qtype(c.weight_type), calibrate_method=method, op_types_to_quantize=c.op_types,
-                    nodes_to_exclude=c.exclude_nodes or None,
+                    nodes_to_exclude=exclude or None,
+                    extra_options={"QDQKeepRemovableActivations": c.keep_removable_activations},
                 )
         check_quantized(model_out, self.name)
-        return PassResult(self.name, c.to_dict(), pre_notes + notes)
+        return PassResult(self.name, c.to_dict(), pre_notes + notes + fused_ops_note(model_in))
 
 
-def _quiet_ort_logs() -> None:
+def quiet_ort_logs() -> None:
     """ORT's quantizer logs advice at WARNING for every model; keep the terminal for our own output."""
     logging.getLogger().setLevel(logging.ERROR)

@@ -1,0 +1,259 @@
+"""Intel Neural Compressor's ONNX line (`onnx-neural-compressor`) as passes: static (with SmoothQuant),
+dynamic, and accuracy-aware autotune. INC 3.x dropped its ONNX Runtime backend; this is where it lives now.
+
+onnx-neural-compressor 1.0 calls `exit(0)` in several places (no op to quantize, no trial meets the goal,
+an evaluator error): every call goes through `_guard`, which turns that into a clear error, and
+autotune's best trial is tracked here, so a run that misses its goal still saves the best model found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+from modelpress.data import Dataset, batch_size_for, load_npz
+from modelpress.errors import ModelpressError
+from modelpress.io import captured_output
+from modelpress.optimizers import register_pass
+from modelpress.optimizers.base import Pass, PassConfig, PassResult
+from modelpress.optimizers.ort_quant import QUANTIZED_OPS, Reader, check_quantized, quiet_ort_logs
+
+
+def _inc():
+    try:
+        from onnx_neural_compressor.quantization import config, quantize, tuning  # noqa: F401
+    except ImportError as e:
+        raise ModelpressError(f"Intel Neural Compressor is not installed ({e}): pip install 'modelpress[inc]'") from None
+    return importlib.import_module("onnx_neural_compressor.quantization")
+
+
+@contextlib.contextmanager
+def _guard(what: str) -> Iterator[None]:
+    """INC exits the process on some failures; turn that into an error we can report."""
+    import logging
+
+    logging.getLogger("onnx_neural_compressor").setLevel(logging.ERROR)
+    quiet_ort_logs()
+    try:
+        with captured_output():
+            yield
+    except SystemExit:
+        raise ModelpressError(f"{what}: Intel Neural Compressor stopped without a model (nothing to quantize?)") from None
+
+
+def _qtype(name: str):
+    from onnxruntime.quantization import QuantType
+
+    return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[name]
+
+
+@dataclass
+class IncStaticConfig(PassConfig):
+    format: Literal["qdq", "qoperator"] = "qdq"
+    per_channel: bool = True
+    activation_type: Literal["int8", "uint8"] = "uint8"
+    weight_type: Literal["int8", "uint8"] = "int8"
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    max_calib_samples: int = 100
+    calib_batch_size: int = 8
+    smooth_quant: bool = False  # SmoothQuant: migrate activation outliers into weights (transformers)
+    smooth_quant_alpha: float = 0.5
+    op_types: list[str] | None = None
+    exclude_nodes: list[str] = field(default_factory=list)
+
+
+def _static_config(c: IncStaticConfig, reader, exclude: list[str]):
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat
+
+    inc = _inc()
+    kwargs: dict[str, Any] = {}
+    if c.op_types:
+        kwargs["op_types_to_quantize"] = c.op_types
+    extra = {"SmoothQuant": True, "SmoothQuantAlpha": c.smooth_quant_alpha} if c.smooth_quant else {}
+    return inc.config.StaticQuantConfig(
+        calibration_data_reader=reader,
+        calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                          "percentile": CalibrationMethod.Percentile}[c.calibration],
+        quant_format=QuantFormat.QDQ if c.format == "qdq" else QuantFormat.QOperator,
+        activation_type=_qtype(c.activation_type), weight_type=_qtype(c.weight_type), per_channel=c.per_channel,
+        nodes_to_exclude=exclude or None, calibration_sampling_size=c.max_calib_samples, extra_options=extra,
+        execution_provider="CPUExecutionProvider", **kwargs,
+    )
+
+
+def _reader_for(model_in: Path, calib: Dataset, c: IncStaticConfig):
+    from modelpress.runtimes import create_runner
+
+    with create_runner("ort-cpu", model_in) as r:
+        specs = r.inputs
+    calib.check_against(specs, "calibration data")
+    bs = min(batch_size_for(specs, c.calib_batch_size), len(calib))
+    # whole batches only: INC's SmoothQuant stacks them and fails on a short last batch
+    data = calib.take(max(bs, min(c.max_calib_samples, len(calib)) // bs * bs))
+    return Reader(data, bs), len(data)
+
+
+@register_pass
+class IncStatic(Pass):
+    name = "inc-static"
+    summary = "Intel Neural Compressor static INT8 (QDQ), optionally with SmoothQuant for transformers"
+    config_cls = IncStaticConfig
+    needs_calibration = True
+
+    def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
+        c: IncStaticConfig = self.config  # type: ignore[assignment]
+        if calib is None:
+            raise ModelpressError(f"{self.name} needs calibration data")
+        reader, n = _reader_for(model_in, calib, c)
+        with _guard(self.name):
+            _inc().quantize(str(model_in), str(model_out), _static_config(c, reader, c.exclude_nodes))
+        check_quantized(model_out, self.name)
+        return PassResult(self.name, c.to_dict(), [f"calibrated on {n} samples"])
+
+
+# onnx-neural-compressor 1.0's dynamic quantizer crashes on Conv biases
+# (AttributeError: 'DynamicQuantizer' object has no attribute '_dynamic_quantize_bias'): leave Conv out.
+INC_DYNAMIC_OPS = ["MatMul", "Attention", "EmbedLayerNormalization", "Gather", "LSTM"]
+
+
+@dataclass
+class IncDynamicConfig(PassConfig):
+    weight_type: Literal["int8", "uint8"] = "int8"
+    per_channel: bool = False
+    op_types: list[str] = field(default_factory=lambda: list(INC_DYNAMIC_OPS))
+    exclude_nodes: list[str] = field(default_factory=list)
+
+
+@register_pass
+class IncDynamic(Pass):
+    name = "inc-dynamic"
+    summary = "Intel Neural Compressor dynamic INT8 (no calibration)"
+    config_cls = IncDynamicConfig
+
+    def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
+        c: IncDynamicConfig = self.config  # type: ignore[assignment]
+        with _guard(self.name):
+            cfg = _inc().config.DynamicQuantConfig(weight_type=_qtype(c.weight_type), per_channel=c.per_channel,
+                                                   op_types_to_quantize=c.op_types, nodes_to_exclude=c.exclude_nodes or None,
+                                                   execution_provider="CPUExecutionProvider")
+            _inc().quantize(str(model_in), str(model_out), cfg)
+        check_quantized(model_out, self.name)
+        notes = ["Conv left in FP32: INC 1.0's dynamic quantizer fails on Conv biases"] if "Conv" not in c.op_types else []
+        return PassResult(self.name, c.to_dict(), notes)
+
+
+@dataclass
+class IncTuneConfig(IncStaticConfig):
+    """Autotune: static INT8 first, then keep the most sensitive layers in FP32, one more per trial."""
+
+    tolerable_loss: float = 0.01
+    loss: Literal["relative", "absolute"] = "relative"
+    max_trials: int = 5
+    eval_data: str | None = None  # .npz; default: the calibration data
+    evaluator: str | None = None  # 'module:function' (model path -> score, higher is better); default below
+
+    def validate(self) -> None:
+        if self.max_trials < 1 or self.tolerable_loss < 0:
+            raise ModelpressError("inc-tune: max_trials must be >= 1 and tolerable_loss >= 0")
+
+
+def default_evaluator(reference: Path, data: Dataset) -> Callable[[str], float]:
+    """Top-1 accuracy when the data has labels, else mean cosine similarity to the reference's outputs."""
+    from modelpress.benchmarks.evaluate import evaluate, predict
+
+    ref = predict(reference, data)
+
+    def score(model_path: str) -> float:
+        metrics, _ = evaluate(model_path, data, reference=ref)
+        return metrics.top1 if metrics.top1 is not None else metrics.fidelity.cosine_mean
+
+    return score
+
+
+def _load_evaluator(spec: str) -> Callable[[str], float]:
+    mod, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ModelpressError(f"inc-tune: cannot load evaluator {spec!r}: {e}") from None
+    return fn
+
+
+@register_pass
+class IncTune(Pass):
+    name = "inc-tune"
+    summary = "Intel Neural Compressor accuracy-aware autotune: falls back sensitive layers to FP32 until the loss fits"
+    config_cls = IncTuneConfig
+    needs_calibration = True
+
+    def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
+        from modelpress.optimizers.sensitivity import layer_sensitivity
+
+        c: IncTuneConfig = self.config  # type: ignore[assignment]
+        if calib is None:
+            raise ModelpressError(f"{self.name} needs calibration data")
+        eval_data = load_npz(c.eval_data) if c.eval_data else calib
+        evaluate = _load_evaluator(c.evaluator) if c.evaluator else default_evaluator(model_in, eval_data)
+        ranking = [s.node for s in layer_sensitivity(model_in, calib, max_samples=min(32, c.max_calib_samples))]
+        baseline = float(evaluate(str(model_in)))
+        tolerable = c.tolerable_loss if c.loss == "relative" else c.tolerable_loss / max(abs(baseline), 1e-12)
+
+        trials: list[dict[str, Any]] = []
+        best_dir = Path(tempfile.mkdtemp(prefix="modelpress-tune-"))
+
+        def tracked(model_path: str) -> float:
+            score = float(evaluate(model_path))
+            if model_path != str(model_in) and QUANTIZED_OPS & _ops(model_path):
+                trials.append({"trial": len(trials) + 1, "score": score})
+                if score >= max((t["score"] for t in trials[:-1]), default=-float("inf")):
+                    _copy_model(model_path, best_dir / "best.onnx")
+            return score
+
+        reader, n = _reader_for(model_in, calib, c)
+        inc = _inc()
+        configs = [_static_config(c, reader, c.exclude_nodes + ranking[:k]) for k in range(c.max_trials)]
+        try:
+            with _guard(self.name):
+                tune_cfg = inc.tuning.TuningConfig(config_set=configs, tolerable_loss=tolerable, max_trials=c.max_trials)
+                best = inc.tuning.autotune(str(model_in), tune_cfg, eval_fn=tracked, calibration_data_reader=reader)
+        except ModelpressError:
+            best = None  # INC exits when no trial meets the goal; our record of trials still holds the best
+        try:
+            if not trials:
+                raise ModelpressError("inc-tune: no trial produced a quantized model")
+            best_score = max(t["score"] for t in trials)
+            met = (baseline - best_score) / max(abs(baseline), 1e-12) <= tolerable + 1e-12
+            chosen = next(i for i, t in enumerate(trials) if t["score"] == best_score)
+            if best is not None and met:
+                import onnx
+
+                onnx.save(best, str(model_out))
+            else:
+                _copy_model(best_dir / "best.onnx", model_out)
+        finally:
+            shutil.rmtree(best_dir, ignore_errors=True)
+        notes = [f"baseline {baseline:.4f}; trials: " + ", ".join(f"#{t['trial']} {t['score']:.4f}" for t in trials),
+                 f"kept in FP32: {ranking[:chosen] or 'nothing'}", f"calibrated on {n} samples",
+                 "goal met" if met else f"GOAL NOT MET: best loss {(baseline - best_score):.4f} exceeds the budget"]
+        return PassResult(self.name, c.to_dict(), notes, goal_met=met)
+
+
+def _ops(path: str) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(path, load_external_data=False).graph.node}
+
+
+def _copy_model(src: str | Path, dst: str | Path) -> None:
+    """Copy a model with its external data folded in (INC saves trials with external data)."""
+    import onnx
+
+    model = onnx.load(str(src))
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    onnx.save(model, str(dst))
