@@ -63,3 +63,27 @@ def wrong_return():
 
 
 NOT_CALLABLE = None
+
+
+class TinyTransformerBlock(nn.Module):
+    """Linear layers on [batch, seq, d] inputs export as MatMul (what weight-only and INC dynamic quantize)."""
+
+    def __init__(self, d: int = 64) -> None:
+        super().__init__()
+        self.up, self.down, self.norm = nn.Linear(d, 4 * d), nn.Linear(4 * d, d), nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.down(nn.functional.gelu(self.up(x))))
+
+
+def tiny_block():
+    torch.manual_seed(0)
+    return TinyTransformerBlock().eval(), torch.randn(2, 8, 64)
+
+
+def strict_evaluator(model_path: str) -> float:
+    """An evaluator no quantized model can satisfy: 1.0 for the float model, less for anything quantized."""
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(model_path, load_external_data=False).graph.node}
+    return 0.5 if "QuantizeLinear" in ops or "DequantizeLinear" in ops else 1.0

@@ -26,8 +26,10 @@ from modelpress.optimizers.ort_quant import QUANTIZED_OPS, Reader, check_quantiz
 
 
 def _inc():
+    """The INC module, imported quietly (its import builds default configs that log to the terminal)."""
     try:
-        from onnx_neural_compressor.quantization import config, quantize, tuning  # noqa: F401
+        with captured_output():
+            from onnx_neural_compressor.quantization import config, quantize, tuning  # noqa: F401
     except ImportError as e:
         raise ModelpressError(f"Intel Neural Compressor is not installed ({e}): pip install 'modelpress[inc]'") from None
     return importlib.import_module("onnx_neural_compressor.quantization")
@@ -64,6 +66,10 @@ class IncStaticConfig(PassConfig):
     calib_batch_size: int = 8
     smooth_quant: bool = False  # SmoothQuant: migrate activation outliers into weights (transformers)
     smooth_quant_alpha: float = 0.5
+    # Fold SmoothQuant's scales into the previous op's weights. INC 1.0 fails to fold into a scalar
+    # initializer (e.g. GELU's Mul 0.5: "Number of values (256) does not match ... 1 elements"); false
+    # inserts explicit Mul nodes instead.
+    smooth_quant_folding: bool = True
     op_types: list[str] | None = None
     exclude_nodes: list[str] = field(default_factory=list)
 
@@ -75,8 +81,14 @@ def _static_config(c: IncStaticConfig, reader, exclude: list[str]):
     kwargs: dict[str, Any] = {}
     if c.op_types:
         kwargs["op_types_to_quantize"] = c.op_types
-    extra = {"SmoothQuant": True, "SmoothQuantAlpha": c.smooth_quant_alpha} if c.smooth_quant else {}
-    return inc.config.StaticQuantConfig(
+    if c.smooth_quant:
+        # SmoothQuantConfig carries alpha/folding to INC's smoother (StaticQuantConfig's extra_options do not)
+        cls = inc.config.SmoothQuantConfig
+        kwargs.update(alpha=c.smooth_quant_alpha, folding=c.smooth_quant_folding)
+        extra = {"SmoothQuant": True}
+    else:
+        cls, extra = inc.config.StaticQuantConfig, {}
+    return cls(
         calibration_data_reader=reader,
         calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                           "percentile": CalibrationMethod.Percentile}[c.calibration],
@@ -111,10 +123,21 @@ class IncStatic(Pass):
         if calib is None:
             raise ModelpressError(f"{self.name} needs calibration data")
         reader, n = _reader_for(model_in, calib, c)
-        with _guard(self.name):
-            _inc().quantize(str(model_in), str(model_out), _static_config(c, reader, c.exclude_nodes))
+        notes = [f"calibrated on {n} samples"]
+        try:
+            with _guard(self.name):
+                _inc().quantize(str(model_in), str(model_out), _static_config(c, reader, c.exclude_nodes))
+        except ValueError as e:
+            if not (c.smooth_quant and c.smooth_quant_folding):
+                raise
+            from dataclasses import replace
+
+            notes.append(f"SmoothQuant scales not folded (INC could not fold them: {str(e)[:80]}); Mul nodes inserted")
+            with _guard(self.name):
+                _inc().quantize(str(model_in), str(model_out), _static_config(replace(c, smooth_quant_folding=False),
+                                                                              reader, c.exclude_nodes))
         check_quantized(model_out, self.name)
-        return PassResult(self.name, c.to_dict(), [f"calibrated on {n} samples"])
+        return PassResult(self.name, c.to_dict(), notes)
 
 
 # onnx-neural-compressor 1.0's dynamic quantizer crashes on Conv biases
@@ -217,9 +240,9 @@ class IncTune(Pass):
 
         reader, n = _reader_for(model_in, calib, c)
         inc = _inc()
-        configs = [_static_config(c, reader, c.exclude_nodes + ranking[:k]) for k in range(c.max_trials)]
         try:
             with _guard(self.name):
+                configs = [_static_config(c, reader, c.exclude_nodes + ranking[:k]) for k in range(c.max_trials)]
                 tune_cfg = inc.tuning.TuningConfig(config_set=configs, tolerable_loss=tolerable, max_trials=c.max_trials)
                 best = inc.tuning.autotune(str(model_in), tune_cfg, eval_fn=tracked, calibration_data_reader=reader)
         except ModelpressError:
