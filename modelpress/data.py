@@ -129,3 +129,112 @@ def synthetic(
             arr = rng.integers(0, 100, shape).astype(s.dtype)
         inputs[s.name] = arr
     return Dataset(inputs)
+
+
+# --------------------------------------------------------------------------- converters
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How images become model inputs: resize the shorter side, center-crop, scale to 0..1, normalize."""
+
+    size: int = 224
+    resize: int = 256
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    layout: str = "nchw"  # or "nhwc"
+    grayscale: bool = False
+
+    def check(self) -> None:
+        channels = 1 if self.grayscale else 3
+        if self.size < 1 or self.resize < self.size:
+            raise ModelpressError("image spec: need size >= 1 and resize >= size")
+        if len(self.mean) != channels or len(self.std) != channels or min(self.std) <= 0:
+            raise ModelpressError(f"image spec: mean and std need {channels} values (std > 0)")
+        if self.layout not in ("nchw", "nhwc"):
+            raise ModelpressError("image spec: layout is nchw or nhwc")
+
+
+def image_to_array(image, spec: ImageSpec, box: tuple[float, float, float] | None = None) -> np.ndarray:
+    """One PIL image -> CHW (or HWC) float32. `box` = (scale, x, y) picks a crop other than the center:
+    a square of `scale` x the shorter side at relative position (x, y); used to make several views of a photo."""
+    from PIL import Image
+
+    img = image.convert("L" if spec.grayscale else "RGB")
+    if box is not None:
+        s, x, y = box
+        w, h = img.size
+        side = int(min(w, h) * s)
+        left, top = int((w - side) * x), int((h - side) * y)
+        img = img.crop((left, top, left + side, top + side))
+    w, h = img.size
+    scale = spec.resize / min(w, h)
+    img = img.resize((max(spec.size, round(w * scale)), max(spec.size, round(h * scale))), Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - spec.size) // 2, (h - spec.size) // 2
+    arr = np.asarray(img.crop((left, top, left + spec.size, top + spec.size)), dtype=np.float32) / 255.0
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    arr = (arr - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
+    return (arr.transpose(2, 0, 1) if spec.layout == "nchw" else arr).copy()
+
+
+def from_image_folder(folder: str | Path, spec: ImageSpec, input_name: str = "input",
+                      labels_from_subfolders: bool = False) -> Dataset:
+    """Every image under `folder` (sorted), preprocessed by `spec`. With labels_from_subfolders, each
+    immediate subfolder is a class (sorted names -> 0, 1, ...), as torchvision's ImageFolder does."""
+    from PIL import Image, UnidentifiedImageError
+
+    spec.check()
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelpressError(f"no such folder: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ModelpressError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    classes = sorted({p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) > 1})
+    if labels_from_subfolders and not classes:
+        raise ModelpressError(f"--labels-from-subfolders: {folder} has no class subfolders")
+    arrays, labels = [], []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                arrays.append(image_to_array(im, spec))
+        except (UnidentifiedImageError, OSError) as e:
+            raise ModelpressError(f"cannot read image {p}: {e}") from None
+        if labels_from_subfolders:
+            parts = p.relative_to(folder).parts
+            if len(parts) < 2:
+                raise ModelpressError(f"{p} is not inside a class subfolder")
+            labels.append(classes.index(parts[0]))
+    return Dataset({input_name: np.stack(arrays)}, np.array(labels, np.int64) if labels_from_subfolders else None)
+
+
+def from_text(path: str | Path, tokenizer_dir: str | Path, max_length: int = 128,
+              input_names: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids")) -> Dataset:
+    """One sample per non-empty line, tokenized with a Hugging Face tokenizer folder (offline), padded
+    to the longest line (capped at max_length). Keeps only the tokenizer outputs the model takes."""
+    import os
+
+    path, tokenizer_dir = Path(path), Path(tokenizer_dir)
+    if not path.is_file():
+        raise ModelpressError(f"no such text file: {path}")
+    if not tokenizer_dir.is_dir():
+        raise ModelpressError(f"no such tokenizer folder: {tokenizer_dir}")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    if not lines:
+        raise ModelpressError(f"{path} has no non-empty lines")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    except ImportError:
+        raise ModelpressError("text data needs transformers: pip install 'modelpress[models]'") from None
+    except Exception as e:
+        raise ModelpressError(f"cannot load a tokenizer from {tokenizer_dir}: {e}") from None
+    enc = tok(lines, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
+    return Dataset({k: np.asarray(enc[k], dtype=np.int64) for k in input_names if k in enc})

@@ -18,16 +18,26 @@ from modelpress.benchmarks.report import Variant, build_report, render_markdown
 from modelpress.data import Dataset
 from modelpress.io import write_json, write_text
 from modelpress.onnxutil import check_onnx_file, model_size_bytes, op_counts
-from modelpress.optimizers import build_pass, optimize
+from modelpress.errors import ModelpressError
+from modelpress.optimizers import build_pass, optimize_chain
 
 
 @dataclass
 class Candidate:
-    """One variant to make: a technique and its options (None: the reference itself)."""
+    """One variant to make: a technique and its options, or a chain of (technique, options) steps."""
 
     name: str
     technique: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    chain: list[tuple[str, dict[str, Any]]] | None = None
+
+    @property
+    def steps(self) -> list[tuple[str, dict[str, Any]]]:
+        return self.chain or ([(self.technique, self.options)] if self.technique else [])
+
+    @property
+    def label(self) -> str:
+        return " + ".join(t for t, _ in self.steps) or "-"
 
 
 @contextlib.contextmanager
@@ -47,15 +57,20 @@ def compare(
     reference: str | Path, out_dir: str | Path, candidates: list[Candidate], profiles: list[EdgeProfile], *,
     eval_data: Dataset, calib_data: Dataset | None = None, profile_config: ProfileConfig | None = None,
     title: str = "modelpress comparison", task: dict[str, Any] | None = None, max_accuracy_drop: float = 0.01,
-    show_progress: bool = True,
+    show_progress: bool = True, metric: str | None = None,
 ) -> dict[str, Any]:
+    """`metric`: "top1" (needs labels), "agreement" (top-1 agreement with fp32) or "cosine" (mean cosine
+    similarity to fp32's outputs, for embedding models); default top1 with labels, else agreement.
+    A candidate whose technique fails is reported under `failed` and the study goes on."""
     reference = check_onnx_file(reference)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pcfg = profile_config or ProfileConfig(op_breakdown=True)
+    metric = metric or ("top1" if eval_data.labels is not None else "agreement")
     for c in candidates:  # fail on a bad technique or option before any work is done
-        if c.technique:
-            build_pass(c.technique, c.options)
+        for technique, options in c.steps:
+            build_pass(technique, options)
+    failed: dict[str, str] = {}
 
     variants = [Variant("fp32", None, reference.name, model_size_bytes(reference), ops=op_counts(reference))]
     paths = {"fp32": reference}
@@ -65,10 +80,17 @@ def compare(
             if prog:
                 prog.update(task_id, description=f"compressing: {c.name}")
             path = out_dir / f"{c.name}.onnx"
-            res = optimize(reference, path, c.technique, c.options, calib_data) if c.technique else None
+            try:
+                results = optimize_chain(reference, path, c.steps, calib_data)
+            except ModelpressError as e:
+                failed[c.name] = str(e)
+                if prog:
+                    prog.advance(task_id)
+                continue
             paths[c.name] = path
-            variants.append(Variant(c.name, c.technique, path.name, model_size_bytes(path),
-                                    config=res.config if res else {}, ops=op_counts(path), notes=res.notes if res else []))
+            config = results[0].config if len(results) == 1 else {r.technique: r.config for r in results}
+            variants.append(Variant(c.name, c.label, path.name, model_size_bytes(path), config=config,
+                                    ops=op_counts(path), notes=[f"{r.technique}: {n}" for r in results for n in r.notes]))
             if prog:
                 prog.advance(task_id)
 
@@ -97,10 +119,11 @@ def compare(
 
     report = build_report(
         variants, [p.to_dict() for p in profiles], title=title,
-        task={"metric": "top1" if eval_data.labels is not None else "agreement with fp32", "eval_samples": len(eval_data),
+        task={"metric": metric, "eval_samples": len(eval_data),
               "calib_samples": None if calib_data is None else len(calib_data), **(task or {})},
         profile_config=asdict(pcfg), max_accuracy_drop=max_accuracy_drop, objective_profile=profiles[0].name,
     )
+    report["failed"] = failed
     write_json(out_dir / "report.json", report)
     write_text(out_dir / "report.md", render_markdown(report))
     return report

@@ -72,7 +72,7 @@ def build_report(
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "title": title, "versions": _versions(),
         "machine": describe(), "task": task, "profiles": profiles, "profile_config": profile_config,
         "reference": ref.name, "variants": rows,
-        "selection": select(rows, max_accuracy_drop, objective_profile, latency_margin),
+        "selection": select(rows, max_accuracy_drop, objective_profile, latency_margin, task.get("metric", "top1")),
     }
 
 
@@ -98,16 +98,18 @@ def _findings(name: str, lat: dict, ref_lat: dict, ref_name: str, margin: float)
     return out
 
 
-def select(rows: list[dict], max_accuracy_drop: float, profile: str, margin: float = 0.05) -> dict[str, Any]:
+def select(rows: list[dict], max_accuracy_drop: float, profile: str, margin: float = 0.05,
+           metric: str = "top1") -> dict[str, Any]:
     """Fastest p50 on `profile` within the accuracy budget; variants within `margin` of the fastest
     count as tied (that is run-to-run noise) and the smallest of them wins. Explained in one line."""
     ref = rows[0]
     rejected: dict[str, str] = {}
     ok = []
     for r in rows:
-        drop = _drop(r)
+        drop = _drop(r, metric)
         if drop is not None and drop > max_accuracy_drop + 1e-12:
-            rejected[r["name"]] = f"accuracy drop {drop * 100:.2f} pt exceeds the budget of {max_accuracy_drop * 100:.2f} pt"
+            rejected[r["name"]] = (f"cosine {1 - drop:.4f} is below {1 - max_accuracy_drop:.4f}" if metric == "cosine" else
+                                   f"accuracy drop {drop * 100:.2f} pt exceeds the budget of {max_accuracy_drop * 100:.2f} pt")
         elif profile not in r["latency"]:
             rejected[r["name"]] = f"not profiled on {profile}"
         else:
@@ -133,8 +135,8 @@ def select(rows: list[dict], max_accuracy_drop: float, profile: str, margin: flo
     if pick is ref:
         reason = f"{ref['name']}: no variant within the accuracy budget is faster on {profile} or as fast and smaller"
     else:
-        drop = _drop(pick)
-        acc = "" if drop is None else f", top-1 {-drop * 100:+.2f} pt"
+        drop = _drop(pick, metric)
+        acc = "" if drop is None else (f", cosine {1 - drop:.4f}" if metric == "cosine" else f", top-1 {-drop * 100:+.2f} pt")
         sp = s["speedup_p50"]
         speed = (f"{sp:.2f}x faster than {ref['name']}" if sp >= 1 + margin else
                  f"as fast as {ref['name']} ({sp:.2f}x, within the {margin:.0%} noise margin)" if sp >= 1 - margin else
@@ -145,7 +147,10 @@ def select(rows: list[dict], max_accuracy_drop: float, profile: str, margin: flo
             "pick": pick["name"], "reason": reason, "rejected": rejected}
 
 
-def _drop(row: dict) -> float | None:
+def _drop(row: dict, metric: str = "top1") -> float | None:
+    """The quality loss the budget applies to: top-1 drop, 1 - top-1 agreement, or 1 - mean cosine."""
+    if metric == "cosine":
+        return None if row["fidelity"] is None else 1.0 - row["fidelity"]["cosine_mean"]
     if row["accuracy"] is not None:
         return row["accuracy"]["drop"]
     if row["fidelity"] is not None:
@@ -158,13 +163,14 @@ def _drop(row: dict) -> float | None:
 
 def _cells(report: dict) -> tuple[list[str], list[list[str]]]:
     pnames = [p["name"] for p in report["profiles"]]
-    head = ["variant", "technique", "size", "× fp32", "top-1", "Δ top-1 pt", "agree"]
+    cos = report["task"].get("metric") == "cosine"
+    head = ["variant", "technique", "size", "× fp32", "top-1", "Δ top-1 pt", "cosine" if cos else "agree"]
     for p in pnames:
         head += [f"{p} p50 ms", f"{p} p90 ms", f"{p} speedup"]
     body = []
     for r in report["variants"]:
         row = [r["name"], r["technique"] or "-", _mb(r["size_bytes"]), f"{r['size_ratio']:.2f}",
-               *_accuracy_cells(r, report["reference"]), _agree_cell(r)]
+               *_accuracy_cells(r, report["reference"]), _agree_cell(r, report["task"].get("metric", "top1"))]
         for p in pnames:
             s = r["latency"].get(p)
             row += ["-", "-", "-"] if s is None else [f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['speedup_p50']:.2f}x"]
@@ -180,8 +186,12 @@ def _accuracy_cells(row: dict, reference: str) -> tuple[str, str]:
     return f"{acc['top1'] * 100:.2f}%", "ref" if row["name"] == reference else f"{-acc['drop'] * 100:+.2f}"
 
 
-def _agree_cell(row: dict) -> str:
-    return "-" if row["fidelity"] is None else f"{row['fidelity']['top1_agreement'] * 100:.1f}%"
+def _agree_cell(row: dict, metric: str = "top1") -> str:
+    if row["fidelity"] is None:
+        return "-"
+    if metric == "cosine":
+        return f"{row['fidelity']['cosine_mean']:.4f}"
+    return f"{row['fidelity']['top1_agreement'] * 100:.1f}%"
 
 
 def _mb(n: int) -> str:
@@ -204,6 +214,8 @@ def render_markdown(report: dict) -> str:
     findings = [(r["name"], f) for r in report["variants"] for f in r["findings"]]
     if findings:
         lines += ["", "Findings:"] + [f"- {n}: {f}" for n, f in findings]
+    if report.get("failed"):
+        lines += ["", "Not built:"] + [f"- {n}: {e}" for n, e in report["failed"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -219,7 +231,8 @@ def render_rich(report: dict, wide: bool = False):
     # No title inside: rich widens a table to its title. Two profiles fit 80 columns.
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, padding=(0, 1), pad_edge=False)
     t.add_column("variant", no_wrap=True)
-    for h in ("size", "top-1", "agree"):
+    metric = report["task"].get("metric", "top1")
+    for h in ("size", "top-1", "cosine" if metric == "cosine" else "agree"):
         t.add_column(h, justify="right", no_wrap=True)
     for p in pnames:
         t.add_column(f"{p}\n{'p50 / p90 ms' if wide else 'p50 ms'}  speed", justify="right", no_wrap=True)
@@ -228,7 +241,7 @@ def render_rich(report: dict, wide: bool = False):
         top1, change = _accuracy_cells(r, report["reference"])
         size = f"{r['size_bytes']:,} B" if wide else _mb(r["size_bytes"])
         cells = [r["name"], f"{size} {r['size_ratio']:.2f}x",
-                 top1 if change in ("-", "ref") else f"{top1} {change}", _agree_cell(r)]
+                 top1 if change in ("-", "ref") else f"{top1} {change}", _agree_cell(r, metric)]
         for p in pnames:
             s = r["latency"].get(p)
             p90 = f" / {s['p90_ms']:.3f}" if wide and s else ""
@@ -245,4 +258,6 @@ def render_rich(report: dict, wide: bool = False):
     for r in report["variants"]:
         for f in r["findings"]:
             parts.append(Text.assemble(("Finding: ", "bold yellow"), f"{r['name']} is {f}"))
+    for name, err in report.get("failed", {}).items():
+        parts.append(Text.assemble(("Not built: ", "bold red"), f"{name}: {err}"))
     return Group(*parts)

@@ -37,6 +37,20 @@ class ExportConfig:
     output_names: list[str] | None = None
     atol: float = 1e-4
     rtol: float = 1e-3
+    # More symbolic axes than the batch, e.g. {"input_ids": {1: "sequence"}}. A model can declare its own
+    # as an attribute `modelpress_dynamic_axes`; both are merged.
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+
+
+def _axes(module, names: list[str], cfg: ExportConfig) -> dict[str, dict[int, str]]:
+    """Every input's symbolic axes: batch (axis 0) when asked, plus the declared ones."""
+    merged: dict[str, dict[int, str]] = {n: ({0: "batch"} if cfg.dynamic_batch else {}) for n in names}
+    for source in (getattr(module, "modelpress_dynamic_axes", None) or {}, cfg.dynamic_axes):
+        for name, axes in source.items():
+            if name not in merged:
+                raise ModelpressError(f"dynamic axis for {name!r}, which is not an input ({names})")
+            merged[name].update({int(k): v for k, v in axes.items()})
+    return merged
 
 
 @dataclass
@@ -167,13 +181,14 @@ def _export_dynamo(module, tensors, names, out_names, path: Path, cfg: ExportCon
     import torch
 
     args = tensors
+    axes = _axes(module, names, cfg)
     dynamic_shapes = None
-    if cfg.dynamic_batch:
-        # torch.export specializes a batch of 1 to a constant even with Dim("batch"): export at batch >= 2.
-        if any(t.shape[0] == 1 for t in tensors):
+    if any(axes.values()):
+        # torch.export specializes a size-1 axis to a constant even when declared dynamic: export at batch >= 2.
+        if cfg.dynamic_batch and any(t.shape[0] == 1 for t in tensors):
             args = _tile_batch(tensors, 2)
-        batch = torch.export.Dim("batch")
-        dynamic_shapes = tuple({0: batch} for _ in tensors)
+        dims: dict[str, Any] = {}
+        dynamic_shapes = tuple({ax: dims.setdefault(d, torch.export.Dim(d)) for ax, d in axes[n].items()} for n in names)
     torch.onnx.export(
         module, args, str(path), dynamo=True, external_data=False, opset_version=cfg.opset,
         input_names=names, output_names=out_names, dynamic_shapes=dynamic_shapes, verbose=False,
@@ -183,14 +198,16 @@ def _export_dynamo(module, tensors, names, out_names, path: Path, cfg: ExportCon
 def _export_torchscript(module, tensors, names, out_names, path: Path, cfg: ExportConfig) -> None:
     import torch
 
-    dynamic_axes = {n: {0: "batch"} for n in [*names, *out_names]} if cfg.dynamic_batch else None
+    axes = _axes(module, names, cfg)
+    if cfg.dynamic_batch:
+        axes.update({n: {0: "batch"} for n in out_names})
     torch.onnx.export(
         module, tensors, str(path), dynamo=False, opset_version=cfg.opset,
-        input_names=names, output_names=out_names, dynamic_axes=dynamic_axes,
+        input_names=names, output_names=out_names, dynamic_axes={k: v for k, v in axes.items() if v} or None,
     )
 
 
-def _problem_with(path: Path, cfg: ExportConfig, names: list[str]) -> str | None:
+def _problem_with(path: Path, cfg: ExportConfig, axes: dict[str, dict[int, str]]) -> str | None:
     """Why a produced graph does not meet the request, or None."""
     import onnx
 
@@ -198,12 +215,11 @@ def _problem_with(path: Path, cfg: ExportConfig, names: list[str]) -> str | None
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset != cfg.opset:
         return f"it produced opset {opset}, not the requested {cfg.opset}"
-    if cfg.dynamic_batch:
-        for i in m.graph.input:
-            if i.name in names:
-                d0 = i.type.tensor_type.shape.dim[0] if i.type.tensor_type.shape.dim else None
-                if d0 is not None and d0.HasField("dim_value"):
-                    return f"input {i.name!r} got a fixed batch of {d0.dim_value}"
+    for i in m.graph.input:
+        for ax in axes.get(i.name, {}):
+            dims = i.type.tensor_type.shape.dim
+            if ax < len(dims) and dims[ax].HasField("dim_value"):
+                return f"input {i.name!r} axis {ax} got fixed to {dims[ax].dim_value}, not symbolic"
     return None
 
 
@@ -246,7 +262,7 @@ def export_onnx(module, example, output: str | Path, config: ExportConfig | None
             except Exception as e:
                 why = f"{name} exporter failed: {type(e).__name__}: {_line(e)}"
             else:
-                why = _problem_with(tmp, cfg, names)
+                why = _problem_with(tmp, cfg, _axes(module, names, cfg))
                 if why is None or cfg.exporter != "auto":
                     if why:
                         notes.append(f"{name} exporter: {why}")
