@@ -43,6 +43,7 @@ def minilm_candidates() -> list[Candidate]:
         Candidate("dynamic-int8-u8", "dynamic-int8", {"weight_type": "uint8", "per_channel": True}),
         Candidate("bert+dynamic-int8", chain=[("graph", bert), ("dynamic-int8", {})]),
         Candidate("static-int8", "static-int8", {"max_calib_samples": 100}),
+        Candidate("static-int8-matmul", "static-int8", {"max_calib_samples": 100, "op_types": ["MatMul"]}),
         Candidate("static-int8-sens2", "static-int8", {"max_calib_samples": 100, "exclude_most_sensitive": 2}),
         Candidate("int8-weight", "int8-weight", {"accuracy_level": 4}),
         Candidate("int4-weight", "int4-weight", {"accuracy_level": 4}),

@@ -82,8 +82,8 @@ def compare(
             path = out_dir / f"{c.name}.onnx"
             try:
                 results = optimize_chain(reference, path, c.steps, calib_data)
-            except ModelpressError as e:
-                failed[c.name] = str(e)
+            except Exception as e:  # one candidate's failure must not end the study: record it, go on
+                failed[c.name] = str(e) if isinstance(e, ModelpressError) else f"internal error: {type(e).__name__}: {e}"
                 if prog:
                     prog.advance(task_id)
                 continue

@@ -87,3 +87,23 @@ def strict_evaluator(model_path: str) -> float:
 
     ops = {n.op_type for n in onnx.load(model_path, load_external_data=False).graph.node}
     return 0.5 if "QuantizeLinear" in ops or "DequantizeLinear" in ops else 1.0
+
+
+class TinyTextModel(nn.Module):
+    """Token ids + mask -> masked mean embedding; the sequence axis is declared dynamic like MiniLM's."""
+
+    modelpress_dynamic_axes = {"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(100, 16)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        m = attention_mask.unsqueeze(-1).float()
+        return (self.emb(input_ids) * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def tiny_text():
+    torch.manual_seed(0)
+    ids = torch.randint(0, 100, (2, 7))
+    return TinyTextModel().eval(), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

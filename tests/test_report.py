@@ -70,3 +70,21 @@ def test_build_report_findings_and_renderers():
     wide.print(render_rich(rep, wide=True))
     wide_text = wide.export_text()
     assert "2.500 / 2.750  0.40x" in wide_text and "1,000 B" in wide_text
+
+
+def test_cosine_metric_and_failed_candidates():
+    variants = [
+        Variant("fp32", None, "fp32.onnx", 4000, latency={"edge-1core": _lat(10.0)}),
+        Variant("int8", "dynamic-int8", "q.onnx", 1000, latency={"edge-1core": _lat(5.0)},
+                fidelity={"top1_agreement": 0.5, "cosine_mean": 0.995, "cosine_min": 0.98, "max_abs_err": 0.1}),
+        Variant("lossy", "int4-weight", "w.onnx", 600, latency={"edge-1core": _lat(4.0)},
+                fidelity={"top1_agreement": 0.5, "cosine_mean": 0.95, "cosine_min": 0.9, "max_abs_err": 0.3}),
+    ]
+    profiles = [{"name": "edge-1core", "cores": [0], "intra_op_threads": 1, "inter_op_threads": 1, "description": "d"}]
+    rep = build_report(variants, profiles, title="t", task={"metric": "cosine"},
+                       profile_config={"batch_size": 1, "iterations": 1, "warmup": 0})
+    assert rep["selection"]["pick"] == "int8" and "cosine 0.9950" in rep["selection"]["reason"]
+    assert rep["selection"]["rejected"]["lossy"] == "cosine 0.9500 is below 0.9900"
+    rep["failed"] = {"inc-dynamic": "inc-dynamic: the model has no op this technique quantizes"}
+    md = render_markdown(rep)
+    assert "| cosine |" in md and "| 0.9950 |" in md and "Not built:" in md

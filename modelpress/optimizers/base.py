@@ -45,6 +45,17 @@ class Pass(abc.ABC):
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         """Write the optimized model to `model_out` (a temp path the caller renames into place)."""
 
+    def calibration(self, model_in: Path, calib: Dataset | None) -> tuple[Dataset, list]:
+        """(calibration data, the model's input specs), the data checked against the model's inputs."""
+        from modelpress.runtimes import create_runner
+
+        if calib is None:
+            raise ModelpressError(f"{self.name} needs calibration data: pass --calib FILE.npz")
+        with create_runner("ort-cpu", model_in) as r:
+            specs = r.inputs
+        calib.check_against(specs, "calibration data")
+        return calib, specs
+
 
 def make_config(cls: type[PassConfig], options: dict[str, Any], pass_name: str) -> PassConfig:
     """Build a typed config from loose options (CLI/YAML), naming any unknown key or bad value."""

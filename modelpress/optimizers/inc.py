@@ -22,7 +22,7 @@ from modelpress.errors import ModelpressError
 from modelpress.io import captured_output
 from modelpress.optimizers import register_pass
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
-from modelpress.optimizers.ort_quant import QUANTIZED_OPS, Reader, check_quantized, quiet_ort_logs
+from modelpress.optimizers.ort_quant import QUANTIZED_OPS, Reader, check_quantized, quiet_ort_logs, resolve_reduce_range
 
 
 def _inc():
@@ -49,6 +49,15 @@ def _guard(what: str) -> Iterator[None]:
         raise ModelpressError(f"{what}: Intel Neural Compressor stopped without a model (nothing to quantize?)") from None
 
 
+def _quantize(what: str, model_in: Path, model_out: Path, cfg) -> None:
+    """INC's quantize, into a private folder: it writes weights as external data beside its output, so the
+    result is re-saved as one self-contained file at `model_out` (the caller's atomic temp path)."""
+    with tempfile.TemporaryDirectory(prefix="modelpress-inc-") as tmp:
+        with _guard(what):
+            _inc().quantize(str(model_in), str(Path(tmp) / "q.onnx"), cfg)
+        _copy_model(Path(tmp) / "q.onnx", model_out)
+
+
 def _qtype(name: str):
     from onnxruntime.quantization import QuantType
 
@@ -62,6 +71,7 @@ class IncStaticConfig(PassConfig):
     activation_type: Literal["int8", "uint8"] = "uint8"
     weight_type: Literal["int8", "uint8"] = "int8"
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    reduce_range: bool | None = None  # None: auto (on for x86 without VNNI), as INC itself recommends
     max_calib_samples: int = 100
     calib_batch_size: int = 8
     smooth_quant: bool = False  # SmoothQuant: migrate activation outliers into weights (transformers)
@@ -94,17 +104,14 @@ def _static_config(c: IncStaticConfig, reader, exclude: list[str]):
                           "percentile": CalibrationMethod.Percentile}[c.calibration],
         quant_format=QuantFormat.QDQ if c.format == "qdq" else QuantFormat.QOperator,
         activation_type=_qtype(c.activation_type), weight_type=_qtype(c.weight_type), per_channel=c.per_channel,
+        reduce_range=resolve_reduce_range(c.reduce_range)[0],
         nodes_to_exclude=exclude or None, calibration_sampling_size=c.max_calib_samples, extra_options=extra,
         execution_provider="CPUExecutionProvider", **kwargs,
     )
 
 
-def _reader_for(model_in: Path, calib: Dataset, c: IncStaticConfig):
-    from modelpress.runtimes import create_runner
-
-    with create_runner("ort-cpu", model_in) as r:
-        specs = r.inputs
-    calib.check_against(specs, "calibration data")
+def _reader_for(step: Pass, model_in: Path, calib: Dataset | None, c: IncStaticConfig):
+    calib, specs = step.calibration(model_in, calib)
     bs = min(batch_size_for(specs, c.calib_batch_size), len(calib))
     # whole batches only: INC's SmoothQuant stacks them and fails on a short last batch
     data = calib.take(max(bs, min(c.max_calib_samples, len(calib)) // bs * bs))
@@ -120,22 +127,18 @@ class IncStatic(Pass):
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         c: IncStaticConfig = self.config  # type: ignore[assignment]
-        if calib is None:
-            raise ModelpressError(f"{self.name} needs calibration data")
-        reader, n = _reader_for(model_in, calib, c)
+        reader, n = _reader_for(self, model_in, calib, c)
         notes = [f"calibrated on {n} samples"]
         try:
-            with _guard(self.name):
-                _inc().quantize(str(model_in), str(model_out), _static_config(c, reader, c.exclude_nodes))
+            _quantize(self.name, model_in, model_out, _static_config(c, reader, c.exclude_nodes))
         except ValueError as e:
             if not (c.smooth_quant and c.smooth_quant_folding):
                 raise
             from dataclasses import replace
 
             notes.append(f"SmoothQuant scales not folded (INC could not fold them: {str(e)[:80]}); Mul nodes inserted")
-            with _guard(self.name):
-                _inc().quantize(str(model_in), str(model_out), _static_config(replace(c, smooth_quant_folding=False),
-                                                                              reader, c.exclude_nodes))
+            _quantize(self.name, model_in, model_out,
+                      _static_config(replace(c, smooth_quant_folding=False), reader, c.exclude_nodes))
         check_quantized(model_out, self.name)
         return PassResult(self.name, c.to_dict(), notes)
 
@@ -165,7 +168,7 @@ class IncDynamic(Pass):
             cfg = _inc().config.DynamicQuantConfig(weight_type=_qtype(c.weight_type), per_channel=c.per_channel,
                                                    op_types_to_quantize=c.op_types, nodes_to_exclude=c.exclude_nodes or None,
                                                    execution_provider="CPUExecutionProvider")
-            _inc().quantize(str(model_in), str(model_out), cfg)
+        _quantize(self.name, model_in, model_out, cfg)
         check_quantized(model_out, self.name)
         notes = ["Conv left in FP32: INC 1.0's dynamic quantizer fails on Conv biases"] if "Conv" not in c.op_types else []
         return PassResult(self.name, c.to_dict(), notes)
@@ -219,8 +222,7 @@ class IncTune(Pass):
         from modelpress.optimizers.sensitivity import layer_sensitivity
 
         c: IncTuneConfig = self.config  # type: ignore[assignment]
-        if calib is None:
-            raise ModelpressError(f"{self.name} needs calibration data")
+        reader, n = _reader_for(self, model_in, calib, c)
         eval_data = load_npz(c.eval_data) if c.eval_data else calib
         evaluate = _load_evaluator(c.evaluator) if c.evaluator else default_evaluator(model_in, eval_data)
         ranking = [s.node for s in layer_sensitivity(model_in, calib, max_samples=min(32, c.max_calib_samples))]
@@ -238,7 +240,6 @@ class IncTune(Pass):
                     _copy_model(model_path, best_dir / "best.onnx")
             return score
 
-        reader, n = _reader_for(model_in, calib, c)
         inc = _inc()
         try:
             with _guard(self.name):

@@ -63,7 +63,10 @@ def layer_sensitivity(model: str | Path, calib: Dataset, options: dict[str, Any]
             float_acts = dbg.collect_activations(str(t / "float_aug.onnx"), Reader(data, 1))
             qdq_acts = dbg.collect_activations(str(t / "qdq_aug.onnx"), Reader(data, 1))
             matching = dbg.create_activation_matching(qdq_acts, float_acts)
-            w_err = dbg.compute_weight_error(dbg.create_weight_matching(str(model), str(qdq)))
+            weights = dbg.create_weight_matching(str(model), str(qdq))
+    # ORT's compute_weight_error fails on 0-d weights (numpy scalars): measure each weight here instead
+    w_err = {name: float(dbg.compute_signal_to_quantization_noice_ratio(_arrays(m["float"]), _arrays(m["dequantized"])))
+             for name, m in weights.items() if "float" in m and "dequantized" in m}
 
     feeds_relu = {i for n in float_model.graph.node if n.op_type == "Relu" for i in n.input}
     layers: dict[str, LayerSensitivity] = {}
@@ -71,7 +74,9 @@ def layer_sensitivity(model: str | Path, calib: Dataset, options: dict[str, Any]
         node = producers.get(tensor)
         if node is None or not match.get("pre_qdq") or not match.get("post_qdq"):
             continue
-        pre, post = match["pre_qdq"], match["post_qdq"]
+        pre, post = _arrays(match["pre_qdq"]), _arrays(match["post_qdq"])
+        if len(pre) != len(post):
+            continue
         if tensor in feeds_relu or node.op_type == "Relu":
             pre, post = [np.maximum(a, 0) for a in pre], [np.maximum(a, 0) for a in post]
             if node.op_type == "Relu" and node.input[0] in producers:
@@ -83,3 +88,9 @@ def layer_sensitivity(model: str | Path, calib: Dataset, options: dict[str, Any]
         if node is not None:
             layers.setdefault(node.name, LayerSensitivity(node.name, node.op_type, None, None)).weight_sqnr_db = float(err)
     return sorted(layers.values(), key=lambda s: s.score)
+
+
+def _arrays(value) -> list[np.ndarray]:
+    """qdq_loss_debug gives a list of arrays per tensor, or a bare scalar for 0-d tensors."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [np.asarray(a, dtype=np.float64).reshape(-1) for a in items]

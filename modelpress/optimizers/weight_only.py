@@ -38,8 +38,7 @@ class _WeightOnly(Pass):
 
         c: WeightOnlyConfig = self.config  # type: ignore[assignment]
         if c.algorithm == "gptq":
-            if calib is None:
-                raise ModelpressError(f"{self.name} with algorithm=gptq needs calibration data: pass --calib FILE.npz")
+            calib, _ = self.calibration(model_in, calib)
             algo = mnb.GPTQWeightOnlyQuantConfig(Reader(calib.take(c.max_calib_samples), 1), block_size=c.block_size)
         elif c.algorithm == "hqq":
             if self.bits != 4:
