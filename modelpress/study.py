@@ -18,7 +18,7 @@ from modelpress.benchmarks.report import Variant, build_report, render_markdown
 from modelpress.data import Dataset
 from modelpress.io import write_json, write_text
 from modelpress.onnxutil import check_onnx_file, model_size_bytes, op_counts
-from modelpress.errors import ModelpressError
+from modelpress.errors import GoalNotMet, ModelpressError
 from modelpress.optimizers import build_pass, optimize_chain
 
 
@@ -80,8 +80,11 @@ def compare(
             if prog:
                 prog.update(task_id, description=f"compressing: {c.name}")
             path = out_dir / f"{c.name}.onnx"
+            goal_note: list[str] = []
             try:
                 results = optimize_chain(reference, path, c.steps, calib_data)
+            except GoalNotMet as e:  # the best model found was saved: measure it, and say it misses its goal
+                results, goal_note = [], [str(e)]
             except Exception as e:  # one candidate's failure must not end the study: record it, go on
                 failed[c.name] = str(e) if isinstance(e, ModelpressError) else f"internal error: {type(e).__name__}: {e}"
                 if prog:
@@ -90,7 +93,8 @@ def compare(
             paths[c.name] = path
             config = results[0].config if len(results) == 1 else {r.technique: r.config for r in results}
             variants.append(Variant(c.name, c.label, path.name, model_size_bytes(path), config=config,
-                                    ops=op_counts(path), notes=[f"{r.technique}: {n}" for r in results for n in r.notes]))
+                                    ops=op_counts(path),
+                                    notes=[f"{r.technique}: {n}" for r in results for n in r.notes] + goal_note))
             if prog:
                 prog.advance(task_id)
 

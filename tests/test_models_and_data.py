@@ -120,7 +120,8 @@ def test_minilm_export_and_quantize(tmp_path):
     assert res.parity.passed and res.inputs[0]["shape"] == ["batch", "sequence"]
     ref = predict(tmp_path / "m.onnx", data)
     assert np.allclose(np.linalg.norm(ref, axis=1), 1, atol=1e-4)  # normalized sentence embeddings
-    optimize(tmp_path / "m.onnx", tmp_path / "q.onnx", "dynamic-int8")
+    # U8 per-channel weights: 0.993 cosine on MiniLM here (the S8 per-tensor default: 0.960)
+    optimize(tmp_path / "m.onnx", tmp_path / "q.onnx", "dynamic-int8", {"weight_type": "uint8", "per_channel": True})
     assert evaluate(tmp_path / "q.onnx", data, reference=ref)[0].fidelity.cosine_mean > 0.98
 
 

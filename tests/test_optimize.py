@@ -67,7 +67,7 @@ def test_cli_optimize_json(tiny_onnx, tiny_npz, tmp_path):
                 "--option", "calibration=percentile", "--json")
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
-    assert res["config"]["calibration"] == "percentile" and res["size_ratio"] < 1
+    assert res["steps"][0]["config"]["calibration"] == "percentile" and res["size_ratio"] < 1
 
 
 @pytest.fixture
