@@ -73,3 +73,15 @@ def captured_output() -> Iterator[list[str]]:
             os.close(saved[1])
             tmp.seek(0)
             sink.append(tmp.read())
+
+
+@contextlib.contextmanager
+def working_directory(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Run a library call whose stray files land in the current directory inside `path` instead
+    (ORT's symbolic shape inference dumps sym_shape_infer_temp.onnx + a 90 MB .data there on failure)."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)

@@ -18,7 +18,7 @@ import numpy as np
 
 from modelpress.data import Dataset, batch_size_for
 from modelpress.errors import ModelpressError
-from modelpress.io import captured_output
+from modelpress.io import captured_output, working_directory
 from modelpress.onnxutil import op_counts
 from modelpress.optimizers import register_pass
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
@@ -42,16 +42,18 @@ def _preprocess(model_in: Path, workdir: Path) -> tuple[Path, list[str]]:
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    out = workdir / "preprocessed.onnx"
-    try:
-        quant_pre_process(str(model_in), str(out))
-        return out, []
-    except Exception as e:
+    out = (workdir / "preprocessed.onnx").resolve()
+    src = str(Path(model_in).resolve())
+    with working_directory(workdir):  # keep ORT's failure dumps out of the user's folder
         try:
-            quant_pre_process(str(model_in), str(out), skip_symbolic_shape=True)
-            return out, [f"pre-processing without symbolic shape inference ({type(e).__name__})"]
-        except Exception as e2:
-            return model_in, [f"pre-processing skipped: {type(e2).__name__}: {str(e2)[:200]}"]
+            quant_pre_process(src, str(out))
+            return out, []
+        except Exception as e:
+            try:
+                quant_pre_process(src, str(out), skip_symbolic_shape=True)
+                return out, [f"pre-processing without symbolic shape inference ({type(e).__name__})"]
+            except Exception as e2:
+                return model_in, [f"pre-processing skipped: {type(e2).__name__}: {str(e2)[:200]}"]
 
 
 # Contrib ops that ORT's offline graph optimization fuses and its quantizer then passes over.
