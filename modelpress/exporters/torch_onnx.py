@@ -23,6 +23,7 @@ import numpy as np
 
 from modelpress.errors import CheckFailed, ModelpressError
 from modelpress.io import captured_output, write_json
+from modelpress.onnxutil import opset_of
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
@@ -280,8 +281,9 @@ def export_onnx(module, example, output: str | Path, config: ExportConfig | None
             onnx.shape_inference.infer_shapes_path(str(tmp), str(tmp))
         except Exception as e:
             raise ModelpressError(f"exported graph does not pass onnx.checker: {_line(e)}") from None
-        parity = _parity(tmp, module, names, tensors, ref, cfg)
-        result = _describe(tmp, used, parity, time.perf_counter() - t0, notes, output)
+        parity, ins, outs = _parity(tmp, module, names, tensors, ref, cfg)
+        result = ExportResult(str(output), used, opset_of(tmp), ins, outs, parity,
+                              round(time.perf_counter() - t0, 3), notes)
         os.replace(tmp, output)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -299,8 +301,9 @@ def sidecar_path(model_path: str | Path) -> Path:
     return p.with_name(p.name + ".export.json")
 
 
-def _parity(path: Path, module, names, tensors, ref, cfg: ExportConfig) -> ParityResult:
-    """Compare ONNX Runtime to PyTorch on the example, and at another batch size when the batch is dynamic."""
+def _parity(path: Path, module, names, tensors, ref, cfg: ExportConfig) -> tuple[ParityResult, list, list]:
+    """Compare ONNX Runtime to PyTorch on the example, and at another batch size when the batch is dynamic.
+    Also returns the model's input and output signatures, read from the same session."""
     from modelpress.runtimes import create_runner
 
     cases = [(tensors, ref)]
@@ -310,6 +313,7 @@ def _parity(path: Path, module, names, tensors, ref, cfg: ExportConfig) -> Parit
     max_abs = max_rel = 0.0
     passed = True
     with create_runner("ort-cpu", path) as runner:
+        ins, outs = [s.to_dict() for s in runner.inputs], [s.to_dict() for s in runner.outputs]
         for inputs, expected in cases:
             got = runner.infer({n: t.detach().cpu().numpy() for n, t in zip(names, inputs)})
             for g, e in zip(got.values(), expected):
@@ -319,13 +323,4 @@ def _parity(path: Path, module, names, tensors, ref, cfg: ExportConfig) -> Parit
                 max_abs = max(max_abs, float(diff.max(initial=0.0)))
                 max_rel = max(max_rel, float(diff.max(initial=0.0) / max(np.abs(e).max(initial=0.0), 1e-12)))
                 passed &= bool(np.allclose(g, e, atol=cfg.atol, rtol=cfg.rtol))
-    return ParityResult(max_abs, max_rel, cfg.atol, cfg.rtol, passed, [int(c[0][0].shape[0]) for c in cases])
-
-
-def _describe(path: Path, used: str, parity: ParityResult, seconds: float, notes: list[str], final: Path) -> ExportResult:
-    from modelpress.onnxutil import opset_of
-    from modelpress.runtimes import create_runner
-
-    with create_runner("ort-cpu", path) as r:
-        ins, outs = [s.to_dict() for s in r.inputs], [s.to_dict() for s in r.outputs]
-    return ExportResult(str(final), used, opset_of(path), ins, outs, parity, round(seconds, 3), notes)
+    return ParityResult(max_abs, max_rel, cfg.atol, cfg.rtol, passed, [int(c[0][0].shape[0]) for c in cases]), ins, outs

@@ -8,6 +8,7 @@ FP32 there, which the report surfaces rather than hides.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -162,6 +163,7 @@ class _ReaderBase:
         self._pos = 0
 
 
+@functools.lru_cache(maxsize=1)
 def _reader_class():
     from onnxruntime.quantization import CalibrationDataReader
 
