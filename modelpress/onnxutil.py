@@ -68,3 +68,66 @@ def opset_of(path: str | Path) -> int:
 
     model = onnx.load(str(path), load_external_data=False)
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+# --------------------------------------------------------------------------- parameters and FLOPs
+
+_MAC_OPS = {"Conv", "ConvInteger", "QLinearConv", "MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "FusedConv",
+            "FusedMatMul", "MatMulNBits", "DynamicQuantizeMatMul"}
+
+
+def graph_stats(path: str | Path, dims: dict[str, int] | None = None) -> dict[str, int | None]:
+    """Parameters (elements of all initializers, quantized ones included) and multiply-accumulates of the
+    Conv/MatMul/Gemm family at batch 1, read from the graph itself after shape inference.
+
+    Symbolic dims other than those given in `dims` count as 1 (batch 1). `macs` is None when no shapes could
+    be inferred. FLOPs = 2 x MACs.
+    """
+    import numpy as np
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(path), load_external_data=False)
+    params = 0
+    inits = {}
+    for t in _initializers(model.graph):
+        n = int(np.prod(t.dims)) if len(t.dims) else 1
+        params += n
+        inits[t.name] = list(t.dims)
+    dims = dims or {}
+    for inp in model.graph.input:
+        for d in inp.type.tensor_type.shape.dim:
+            if d.dim_param:
+                value = dims.get(d.dim_param, 1)
+                d.Clear()
+                d.dim_value = value
+    try:
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        return {"params": params, "macs": None, "flops": None}
+    shapes: dict[str, list[int]] = dict(inits)
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        dd = vi.type.tensor_type.shape.dim
+        if dd and all(d.dim_value > 0 for d in dd):
+            shapes[vi.name] = [d.dim_value for d in dd]
+    macs, known = 0, 0
+    for node in inferred.graph.node:
+        if node.op_type not in _MAC_OPS:
+            continue
+        out = shapes.get(node.output[0])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        k = None
+        if node.op_type in ("Conv", "ConvInteger", "FusedConv", "QLinearConv"):
+            w = shapes.get(node.input[3] if node.op_type == "QLinearConv" else node.input[1])
+            if w:
+                k = int(np.prod(w[1:]))
+        elif node.op_type == "MatMulNBits":
+            k = attrs.get("K")
+        else:
+            a = shapes.get(node.input[0])
+            if a:
+                k = a[0] if node.op_type == "Gemm" and attrs.get("transA") else a[-1]
+        if out and k:
+            macs += int(np.prod(out)) * int(k)
+            known += 1
+    return {"params": params, "macs": macs if known else None, "flops": 2 * macs if known else None}

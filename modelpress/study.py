@@ -17,7 +17,7 @@ from modelpress.benchmarks.profiler import ProfileConfig, profile_model
 from modelpress.benchmarks.report import Variant, build_report, render_markdown
 from modelpress.data import Dataset
 from modelpress.io import write_json, write_text
-from modelpress.onnxutil import check_onnx_file, model_size_bytes, op_counts
+from modelpress.onnxutil import check_onnx_file, graph_stats, model_size_bytes, op_counts
 from modelpress.errors import GoalNotMet, ModelpressError
 from modelpress.optimizers import build_pass, optimize_chain
 
@@ -53,26 +53,93 @@ def _progress(enabled: bool) -> Iterator[Any]:
         yield p
 
 
+def check_chain(steps: list[tuple[str, dict[str, Any]]], has_source: bool = True) -> None:
+    """A chain is PyTorch techniques (if any) first, then ONNX passes; every name and option must be valid."""
+    from modelpress.optimizers.pytorch import build_torch_pass, is_torch_technique
+
+    seen_onnx = None
+    for technique, options in steps:
+        if is_torch_technique(technique):
+            if seen_onnx:
+                raise ModelpressError(f"chain {[t for t, _ in steps]}: {technique} changes the PyTorch model, so it "
+                                      f"must come before ONNX techniques such as {seen_onnx}")
+            if not has_source:
+                raise ModelpressError(f"{technique} works on the PyTorch model: the study needs its source "
+                                      "(a 'package.module:factory')")
+            build_torch_pass(technique, options)
+        else:
+            build_pass(technique, options)
+            seen_onnx = seen_onnx or technique
+
+
+def _variant(name: str, technique: str | None, path: Path, **kw: Any) -> Variant:
+    stats = graph_stats(path)
+    return Variant(name, technique, path.name, model_size_bytes(path), ops=op_counts(path), params=stats["params"],
+                   flops=stats["flops"], **kw)
+
+
+def _build(c: Candidate, reference: Path, path: Path, calib: Dataset | None, source: str | None, export_config: Any,
+           finetune: Any, train_data: Dataset | None) -> list[Any]:
+    """Make one candidate: PyTorch steps on the source then export, then the ONNX passes."""
+    from modelpress.optimizers.base import PassResult
+    from modelpress.optimizers.pytorch import compress_and_export, is_torch_technique
+
+    torch_steps = [s for s in c.steps if is_torch_technique(s[0])]
+    onnx_steps = c.steps[len(torch_steps):]
+    if not torch_steps:
+        return optimize_chain(reference, path, onnx_steps, calib)
+    exported_to = path if not onnx_steps else path.with_name(f".{path.stem}.pt-export.onnx")
+    try:
+        res, _ = compress_and_export(source, exported_to, torch_steps, finetune_cfg=finetune, train_data=train_data,
+                                     export_config=export_config)
+        results = [PassResult(s.technique, s.config, [*s.notes, *_layer_notes(s)]) for s in res.steps]
+        if res.finetune:
+            results[-1].notes.append("fine-tuned: " + ", ".join(f"{k}={v}" for k, v in res.finetune.items()))
+        if onnx_steps:
+            results += optimize_chain(exported_to, path, onnx_steps, calib)
+        return results
+    finally:
+        if onnx_steps:
+            for leftover in (exported_to, exported_to.with_name(exported_to.name + ".export.json")):
+                leftover.unlink(missing_ok=True)
+
+
+def _layer_notes(step: Any) -> list[str]:
+    """One short line of per-layer facts: sparsity, channels or rank."""
+    parts = []
+    for row in step.layers:
+        if "sparsity" in row:
+            parts.append(f"{row['layer']} {row['sparsity']:.0%}")
+        elif "out_channels" in row and row["shape_before"] != row["shape"]:
+            parts.append(f"{row['layer']} {row['out_channels']}")
+        elif row.get("factorized"):
+            parts.append(f"{row['layer']} rank {row['rank']}/{row['full_rank']}")
+    return [f"per layer: {', '.join(parts)}"] if parts else []
+
+
 def compare(
     reference: str | Path, out_dir: str | Path, candidates: list[Candidate], profiles: list[EdgeProfile], *,
     eval_data: Dataset, calib_data: Dataset | None = None, profile_config: ProfileConfig | None = None,
     title: str = "modelpress comparison", task: dict[str, Any] | None = None, max_accuracy_drop: float = 0.01,
-    show_progress: bool = True, metric: str | None = None,
+    show_progress: bool = True, metric: str | None = None, source: str | None = None, export_config: Any = None,
+    finetune: Any = None, train_data: Dataset | None = None,
 ) -> dict[str, Any]:
     """`metric`: "top1" (needs labels), "agreement" (top-1 agreement with fp32) or "cosine" (mean cosine
     similarity to fp32's outputs, for embedding models); default top1 with labels, else agreement.
-    A candidate whose technique fails is reported under `failed` and the study goes on."""
+    A candidate whose technique fails is reported under `failed` and the study goes on.
+
+    Chains may start with PyTorch techniques (pruning, low-rank): those run on `source` (the factory the
+    reference was exported from), with `finetune`/`train_data`, before export with `export_config`."""
     reference = check_onnx_file(reference)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pcfg = profile_config or ProfileConfig(op_breakdown=True)
     metric = metric or ("top1" if eval_data.labels is not None else "agreement")
     for c in candidates:  # fail on a bad technique or option before any work is done
-        for technique, options in c.steps:
-            build_pass(technique, options)
+        check_chain(c.steps, has_source=source is not None)
     failed: dict[str, str] = {}
 
-    variants = [Variant("fp32", None, reference.name, model_size_bytes(reference), ops=op_counts(reference))]
+    variants = [_variant("fp32", None, reference)]
     paths = {"fp32": reference}
     with _progress(show_progress) as prog:
         task_id = prog.add_task("compressing", total=len(candidates)) if prog else None
@@ -82,7 +149,7 @@ def compare(
             path = out_dir / f"{c.name}.onnx"
             goal_note: list[str] = []
             try:
-                results = optimize_chain(reference, path, c.steps, calib_data)
+                results = _build(c, reference, path, calib_data, source, export_config, finetune, train_data)
             except GoalNotMet as e:  # the best model found was saved: measure it, and say it misses its goal
                 results, goal_note = [], [str(e)]
             except Exception as e:  # one candidate's failure must not end the study: record it, go on
@@ -92,9 +159,8 @@ def compare(
                 continue
             paths[c.name] = path
             config = results[0].config if len(results) == 1 else {r.technique: r.config for r in results}
-            variants.append(Variant(c.name, c.label, path.name, model_size_bytes(path), config=config,
-                                    ops=op_counts(path),
-                                    notes=[f"{r.technique}: {n}" for r in results for n in r.notes] + goal_note))
+            variants.append(_variant(c.name, c.label, path, config=config,
+                                     notes=[f"{r.technique}: {n}" for r in results for n in r.notes] + goal_note))
             if prog:
                 prog.advance(task_id)
 

@@ -107,3 +107,38 @@ def tiny_text():
     torch.manual_seed(0)
     ids = torch.randint(0, 100, (2, 7))
     return TinyTextModel().eval(), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+class ResidualNet(nn.Module):
+    """Conv stem, a residual block (add), a depthwise conv and a concat: what structured pruning must keep
+    consistent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                   nn.Conv2d(16, 16, 3, padding=1))
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.side = nn.Conv2d(16, 8, 1)
+        self.head = nn.Linear(24, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        y = torch.relu(y + self.block(y))
+        y = torch.cat([self.dw(y), self.side(y)], dim=1)
+        return self.head(y.mean((2, 3)))
+
+
+def residual_net():
+    torch.manual_seed(0)
+    return ResidualNet().eval(), torch.randn(1, 4, 16, 16)
+
+
+def modelpress_train_data():
+    """Fine-tuning data for residual_net (random, labelled): the factory-module hook."""
+    import numpy as np
+
+    from modelpress.data import Dataset
+
+    rng = np.random.default_rng(0)
+    return Dataset({"input": rng.standard_normal((64, 4, 16, 16)).astype(np.float32)}, rng.integers(0, 10, 64))

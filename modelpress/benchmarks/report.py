@@ -28,6 +28,8 @@ class Variant:
     fidelity: dict[str, float] | None = None
     latency: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    params: int | None = None  # elements of all initializers in the ONNX graph
+    flops: int | None = None  # 2 x MACs of Conv/MatMul/Gemm at batch 1, from the graph
 
 
 def _versions() -> dict[str, str]:
@@ -64,6 +66,7 @@ def build_report(
         rows.append({
             "name": v.name, "technique": v.technique, "config": v.config, "path": v.path,
             "size_bytes": v.size_bytes, "size_ratio": round(v.size_bytes / ref.size_bytes, 4), "ops": v.ops,
+            "params": v.params, "flops": v.flops,
             "accuracy": acc, "fidelity": v.fidelity, "latency": lat, "notes": list(v.notes),
             "findings": _findings(v.name, lat, ref.latency, ref.name, latency_margin),
         })
@@ -164,12 +167,15 @@ def _drop(row: dict, metric: str = "top1") -> float | None:
 def _cells(report: dict) -> tuple[list[str], list[list[str]]]:
     pnames = [p["name"] for p in report["profiles"]]
     cos = report["task"].get("metric") == "cosine"
-    head = ["variant", "technique", "size", "× fp32", "top-1", "Δ top-1 pt", "cosine" if cos else "agree"]
+    head = ["variant", "technique", "size", "× fp32", "params", "MFLOPs", "top-1", "Δ top-1 pt",
+            "cosine" if cos else "agree"]
     for p in pnames:
         head += [f"{p} p50 ms", f"{p} p90 ms", f"{p} speedup"]
     body = []
     for r in report["variants"]:
         row = [r["name"], r["technique"] or "-", _mb(r["size_bytes"]), f"{r['size_ratio']:.2f}",
+               "-" if r.get("params") is None else f"{r['params']:,}",
+               "-" if r.get("flops") is None else f"{r['flops'] / 1e6:,.1f}",
                *_accuracy_cells(r, report["reference"]), _agree_cell(r, report["task"].get("metric", "top1"))]
         for p in pnames:
             s = r["latency"].get(p)
@@ -232,7 +238,8 @@ def render_rich(report: dict, wide: bool = False):
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, padding=(0, 1), pad_edge=False)
     t.add_column("variant", no_wrap=True)
     metric = report["task"].get("metric", "top1")
-    for h in ("size", "top-1", "cosine" if metric == "cosine" else "agree"):
+    heads = ("size", "MFLOPs", "top-1") if wide else ("size", "top-1")
+    for h in (*heads, "cosine" if metric == "cosine" else "agree"):
         t.add_column(h, justify="right", no_wrap=True)
     for p in pnames:
         t.add_column(f"{p}\n{'p50 / p90 ms' if wide else 'p50 ms'}  speed", justify="right", no_wrap=True)
@@ -240,7 +247,8 @@ def render_rich(report: dict, wide: bool = False):
     for r in report["variants"]:
         top1, change = _accuracy_cells(r, report["reference"])
         size = f"{r['size_bytes']:,} B" if wide else _mb(r["size_bytes"])
-        cells = [r["name"], f"{size} {r['size_ratio']:.2f}x",
+        flops = [] if not wide else ["-" if r.get("flops") is None else f"{r['flops'] / 1e6:,.1f}"]
+        cells = [r["name"], f"{size} {r['size_ratio']:.2f}x", *flops,
                  top1 if change in ("-", "ref") else f"{top1} {change}", _agree_cell(r, metric)]
         for p in pnames:
             s = r["latency"].get(p)

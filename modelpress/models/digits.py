@@ -6,6 +6,8 @@ quantizing convolutions does on the CPU at hand (it is not always a speed-up).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -33,3 +35,32 @@ def factory() -> tuple[nn.Module, torch.Tensor]:
     """`modelpress export modelpress.models.digits:factory`: an untrained DigitsCNN and a batch-1 example."""
     torch.manual_seed(0)
     return DigitsCNN().eval(), torch.randn(1, *INPUT_SHAPE)
+
+
+def modelpress_train_data():
+    """The demo's 4,000 real MNIST training digits (labels included): fine-tuning data for pruned models."""
+    from modelpress.demo import mnist_5k, split
+
+    return split(*mnist_5k())[0]
+
+
+def modelpress_eval_data():
+    """The demo's 1,000 held-out MNIST digits."""
+    from modelpress.demo import mnist_5k, split
+
+    return split(*mnist_5k())[1]
+
+
+@functools.lru_cache(maxsize=1)
+def _trained_state() -> dict[str, torch.Tensor]:
+    from modelpress.demo import train
+
+    return train(modelpress_train_data(), epochs=3, seed=0).state_dict()
+
+
+def trained() -> tuple[nn.Module, torch.Tensor]:
+    """`modelpress prune modelpress.models.digits:trained ...`: DigitsCNN trained as in the demo (3 epochs on
+    4,000 real MNIST digits, seeded; trained once per process, so a study's candidates share it)."""
+    model = DigitsCNN()
+    model.load_state_dict({k: v.clone() for k, v in _trained_state().items()})
+    return model.eval(), torch.randn(1, *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -20,10 +20,18 @@ class WeightOnlyConfig(PassConfig):
     algorithm: Literal["rtn", "hqq", "gptq"] = "rtn"  # gptq needs calibration data; hqq is 4-bit only
     accuracy_level: int = 0  # MatMulNBits compute type: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8
     max_calib_samples: int = 64
+    # Gather too: embedding tables become GatherBlockQuantized (RTN only); for LLMs with tied embeddings the
+    # table is most of what is left in FP32 after the MatMuls
+    op_types: list[str] = field(default_factory=lambda: ["MatMul"])
 
     def validate(self) -> None:
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             raise ModelpressError("weight-only: block_size must be a power of two >= 16")
+        bad = [o for o in self.op_types if o not in ("MatMul", "Gather")]
+        if bad or not self.op_types:
+            raise ModelpressError(f"weight-only: op_types must be MatMul and/or Gather, got {self.op_types}")
+        if "Gather" in self.op_types and self.algorithm != "rtn":
+            raise ModelpressError("weight-only: quantizing Gather needs algorithm=rtn")
 
 
 class _WeightOnly(Pass):
@@ -46,7 +54,9 @@ class _WeightOnly(Pass):
             algo = mnb.HQQWeightOnlyQuantConfig(block_size=c.block_size, bits=self.bits)
         else:
             algo = mnb.DefaultWeightOnlyQuantConfig(block_size=c.block_size, is_symmetric=c.symmetric,
-                                                    accuracy_level=c.accuracy_level or None, bits=self.bits)
+                                                    accuracy_level=c.accuracy_level or None, bits=self.bits,
+                                                    op_types_to_quantize=tuple(c.op_types),
+                                                    quant_axes=(("MatMul", 0), ("Gather", 1)))
         with captured_output():
             q = mnb.MatMulNBitsQuantizer(onnx.load(str(model_in)), bits=self.bits, block_size=c.block_size,
                                          is_symmetric=c.symmetric, accuracy_level=c.accuracy_level or None, algo_config=algo)

@@ -1,0 +1,237 @@
+"""PyTorch-side techniques: they change the network itself (pruning, low-rank), so they run before export.
+
+Same shape as the ONNX passes: each is a `@register_torch_pass` class with a typed
+dataclass config, so a chain such as `[prune-structured, static-int8]` can be
+recorded in a recipe and replayed. `compress_model` applies the steps, optionally
+fine-tunes once (masks stay in place while training), then makes every change
+permanent; `compress_and_export` then hands the result to the verified exporter.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from modelpress.data import Dataset
+from modelpress.errors import ModelpressError
+from modelpress.optimizers.base import PassConfig, make_config
+
+TORCH_PASSES: dict[str, type["TorchPass"]] = {}
+
+
+def register_torch_pass(cls: type["TorchPass"]) -> type["TorchPass"]:
+    TORCH_PASSES[cls.name] = cls
+    return cls
+
+
+def is_torch_technique(name: str) -> bool:
+    return name in TORCH_PASSES
+
+
+def build_torch_pass(name: str, options: dict[str, Any] | None = None) -> "TorchPass":
+    try:
+        cls = TORCH_PASSES[name]
+    except KeyError:
+        raise ModelpressError(f"unknown PyTorch technique {name!r}; known: {', '.join(sorted(TORCH_PASSES))}") from None
+    return cls(make_config(cls.config_cls, options or {}, name))
+
+
+@dataclass
+class TorchPassResult:
+    technique: str
+    config: dict[str, Any]
+    layers: list[dict[str, Any]] = field(default_factory=list)  # what changed, per layer
+    notes: list[str] = field(default_factory=list)
+
+
+class TorchPass(abc.ABC):
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    config_cls: ClassVar[type[PassConfig]] = PassConfig
+
+    def __init__(self, config: PassConfig | None = None) -> None:
+        self.config = config or self.config_cls()
+
+    @abc.abstractmethod
+    def apply(self, model, example: tuple) -> tuple[Any, TorchPassResult]:
+        """Change `model` (in place or by returning a new one). Masks may stay until `finalize`."""
+
+    def finalize(self, model) -> None:
+        """Make the change permanent (e.g. fold pruning masks into the weights). Default: nothing to do."""
+
+
+def weighted_layers(model, kinds: tuple[str, ...] = ("Linear", "Conv2d", "Conv1d")) -> list[tuple[str, Any]]:
+    """(qualified name, module) of every Linear/Conv layer, in definition order."""
+    return [(n, m) for n, m in model.named_modules() if type(m).__name__ in kinds and hasattr(m, "weight")]
+
+
+def select_layers(model, exclude: list[str], keep_last: bool, technique: str) -> list[tuple[str, Any]]:
+    """The layers a technique may touch: all Linear/Conv layers less `exclude` and, by default, the last one
+    (the classifier head: pruning it removes classes, not redundancy)."""
+    layers = weighted_layers(model)
+    names = {n for n, _ in layers}
+    unknown = [e for e in exclude if e not in names]
+    if unknown:
+        raise ModelpressError(f"{technique}: exclude names unknown layer(s) {unknown}; layers are {sorted(names)}")
+    if keep_last and layers:
+        exclude = [*exclude, layers[-1][0]]
+    chosen = [(n, m) for n, m in layers if n not in exclude]
+    if not chosen:
+        raise ModelpressError(f"{technique}: no layer left to compress (model has {len(layers)} Linear/Conv layers)")
+    return chosen
+
+
+def check_fraction(value: float | None, what: str) -> None:
+    if value is not None and not 0.0 < value < 1.0:
+        raise ModelpressError(f"{what} must be between 0 and 1 (exclusive), got {value}")
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+@dataclass
+class FinetuneConfig:
+    """A short fine-tune after compression. With labels: cross-entropy; without: distillation (MSE to the
+    uncompressed model's outputs), so any unlabelled sample of real inputs is enough."""
+
+    epochs: int = 0
+    lr: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ModelpressError("fine-tuning needs epochs >= 0, batch size >= 1 and lr > 0")
+
+
+def finetune(model, teacher, data: Dataset, names: list[str], cfg: FinetuneConfig, progress: Any = None) -> dict:
+    import torch
+    from torch import nn
+
+    missing = [n for n in names if n not in data.inputs]
+    if missing:
+        raise ModelpressError(f"fine-tuning data has no array for input(s) {missing} (it has {sorted(data.inputs)})")
+    torch.manual_seed(cfg.seed)
+    xs = [torch.from_numpy(data.inputs[n]) for n in names]
+    y = torch.from_numpy(data.labels) if data.labels is not None else None
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    g = torch.Generator().manual_seed(cfg.seed)
+    steps = cfg.epochs * ((len(data) + cfg.batch_size - 1) // cfg.batch_size)
+    task = progress.add_task("fine-tuning", total=steps) if progress else None
+    losses: list[float] = []
+    model.train()
+    for _ in range(cfg.epochs):
+        for idx in torch.randperm(len(data), generator=g).split(cfg.batch_size):
+            batch = [x[idx] for x in xs]
+            out = model(*batch)
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            if y is not None and out.ndim == 2 and not torch.is_floating_point(y):
+                loss = nn.functional.cross_entropy(out, y[idx])
+            else:
+                with torch.no_grad():
+                    ref = teacher(*batch)
+                    ref = ref[0] if isinstance(ref, (tuple, list)) else ref
+                loss = nn.functional.mse_loss(out, ref)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if progress:
+                progress.advance(task)
+    model.eval()
+    return {"epochs": cfg.epochs, "steps": len(losses), "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None,
+            "objective": "cross-entropy" if y is not None and not y.dtype.is_floating_point else "distillation (MSE)"}
+
+
+def train_data_from_source(source: str) -> Dataset | None:
+    """A factory module may offer its own fine-tuning data as `modelpress_train_data()` -> Dataset."""
+    if ":" not in source:
+        return None
+    mod = importlib.import_module(source.partition(":")[0])
+    fn = getattr(mod, "modelpress_train_data", None)
+    if fn is None:
+        return None
+    ds = fn()
+    if not isinstance(ds, Dataset):
+        raise ModelpressError(f"{source.partition(':')[0]}.modelpress_train_data() must return a modelpress Dataset")
+    return ds
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class CompressResult:
+    steps: list[TorchPassResult]
+    params_before: int
+    params_after: int
+    nonzero_after: int
+    finetune: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _counts(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    return total, nonzero
+
+
+def compress_model(model, example, steps: list[tuple[str, dict[str, Any]]], *, finetune_cfg: FinetuneConfig | None = None,
+                   train_data: Dataset | None = None, progress: Any = None,
+                   on_step: Callable[[str], None] | None = None) -> tuple[Any, CompressResult]:
+    """Apply PyTorch techniques in order, fine-tune once if asked, then make every change permanent."""
+    from modelpress.exporters.torch_onnx import _normalize_example
+
+    passes = [build_torch_pass(n, o) for n, o in steps]  # every option checked before any work
+    ft = finetune_cfg or FinetuneConfig()
+    ft.validate()
+    if ft.epochs and train_data is None:
+        raise ModelpressError("fine-tuning needs data: pass --finetune-data FILE.npz, or define "
+                              "modelpress_train_data() -> Dataset in the factory's module")
+    names, tensors = _normalize_example(example, None)
+    params_before = sum(p.numel() for p in model.parameters())
+    teacher = copy.deepcopy(model).eval() if ft.epochs else None
+    results = []
+    for p in passes:
+        if on_step:
+            on_step(p.name)
+        model, res = p.apply(model, tensors)
+        results.append(res)
+    ft_report = finetune(model, teacher, train_data, names, ft, progress) if ft.epochs else None
+    for p in passes:
+        p.finalize(model)
+    model.eval()
+    total, nonzero = _counts(model)
+    return model, CompressResult(results, params_before, total, nonzero, ft_report)
+
+
+def compress_and_export(source: str, output: str | Path, steps: list[tuple[str, dict[str, Any]]], *,
+                        finetune_cfg: FinetuneConfig | None = None, train_data: Dataset | None = None,
+                        export_config=None, progress: Any = None) -> tuple[CompressResult, Any]:
+    """Factory -> compressed module -> verified ONNX at `output` (nothing written if any step fails)."""
+    from modelpress.exporters.torch_onnx import export_onnx, load_model_source
+
+    for n, o in steps:
+        build_torch_pass(n, o)
+    module, example = load_model_source(source)
+    if finetune_cfg and finetune_cfg.epochs and train_data is None:
+        train_data = train_data_from_source(source)
+    module, result = compress_model(module, example, steps, finetune_cfg=finetune_cfg, train_data=train_data,
+                                    progress=progress)
+    exported = export_onnx(module, example, output, export_config)
+    return result, exported
+
+
+# The registry: one import per technique module.
+from modelpress.optimizers.pytorch import lowrank, pruning  # noqa: E402,F401
+
+__all__ = ["TORCH_PASSES", "CompressResult", "FinetuneConfig", "TorchPass", "TorchPassResult", "build_torch_pass",
+           "compress_and_export", "compress_model", "is_torch_technique", "register_torch_pass"]
