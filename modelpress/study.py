@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from modelpress.benchmarks.evaluate import evaluate
+from modelpress.cache import data_sha256, file_sha256, key_of
 from modelpress.benchmarks.presets import EdgeProfile
 from modelpress.benchmarks.profiler import ProfileConfig, profile_model
 from modelpress.benchmarks.report import Variant, build_report, render_markdown
@@ -20,6 +21,7 @@ from modelpress.io import write_json, write_text
 from modelpress.onnxutil import check_onnx_file, graph_stats, model_size_bytes, op_counts
 from modelpress.errors import GoalNotMet, ModelpressError
 from modelpress.optimizers import build_pass, optimize_chain
+from modelpress.optimizers.pytorch import is_torch_technique
 
 
 @dataclass
@@ -75,7 +77,7 @@ def check_chain(steps: list[tuple[str, dict[str, Any]]], has_source: bool = True
 def _variant(name: str, technique: str | None, path: Path, **kw: Any) -> Variant:
     stats = graph_stats(path)
     return Variant(name, technique, path.name, model_size_bytes(path), ops=op_counts(path), params=stats["params"],
-                   flops=stats["flops"], **kw)
+                   flops=stats["flops"], sha256=file_sha256(path), **kw)
 
 
 def _build(c: Candidate, reference: Path, path: Path, calib: Dataset | None, source: str | None, export_config: Any,
@@ -122,7 +124,7 @@ def compare(
     eval_data: Dataset, calib_data: Dataset | None = None, profile_config: ProfileConfig | None = None,
     title: str = "modelpress comparison", task: dict[str, Any] | None = None, max_accuracy_drop: float = 0.01,
     show_progress: bool = True, metric: str | None = None, source: str | None = None, export_config: Any = None,
-    finetune: Any = None, train_data: Dataset | None = None,
+    finetune: Any = None, train_data: Dataset | None = None, cache: Any = None, selection: dict | None = None,
 ) -> dict[str, Any]:
     """`metric`: "top1" (needs labels), "agreement" (top-1 agreement with fp32) or "cosine" (mean cosine
     similarity to fp32's outputs, for embedding models); default top1 with labels, else agreement.
@@ -148,6 +150,19 @@ def compare(
                 prog.update(task_id, description=f"compressing: {c.name}")
             path = out_dir / f"{c.name}.onnx"
             goal_note: list[str] = []
+            bkey = None if cache is None else key_of(
+                "build", file_sha256(reference), c.steps, data_sha256(calib_data), source,
+                asdict(export_config) if export_config else None, asdict(finetune) if finetune else None,
+                data_sha256(train_data) if any(is_torch_technique(t) for t, _ in c.steps) else None)
+            hit = cache.model(bkey) if cache is not None else None
+            if hit is not None:
+                cache.restore(hit, path)
+                meta = cache.get("models", bkey)
+                paths[c.name] = path
+                variants.append(_variant(c.name, c.label, path, config=meta["config"], notes=meta["notes"]))
+                if prog:
+                    prog.advance(task_id)
+                continue
             try:
                 results = _build(c, reference, path, calib_data, source, export_config, finetune, train_data)
             except GoalNotMet as e:  # the best model found was saved: measure it, and say it misses its goal
@@ -161,6 +176,8 @@ def compare(
             config = results[0].config if len(results) == 1 else {r.technique: r.config for r in results}
             variants.append(_variant(c.name, c.label, path, config=config,
                                      notes=[f"{r.technique}: {n}" for r in results for n in r.notes] + goal_note))
+            if cache is not None:
+                cache.put_model(bkey, path, {"config": config, "notes": variants[-1].notes})
             if prog:
                 prog.advance(task_id)
 
@@ -169,10 +186,18 @@ def compare(
         for v in variants:
             if prog:
                 prog.update(task_id, description=f"evaluating: {v.name}")
-            metrics, out = evaluate(paths[v.name], eval_data, reference=ref_out)
-            ref_out = out if ref_out is None else ref_out
-            v.top1 = metrics.top1
-            v.fidelity = asdict(metrics.fidelity) if metrics.fidelity else None
+            ekey = None if cache is None else key_of("eval", file_sha256(paths[v.name]), file_sha256(reference),
+                                                     data_sha256(eval_data))
+            got = cache.get("evals", ekey) if cache is not None else None
+            if got is None:
+                if ref_out is None and v is not variants[0]:
+                    _, ref_out = evaluate(reference, eval_data)
+                metrics, out = evaluate(paths[v.name], eval_data, reference=ref_out)
+                ref_out = out if ref_out is None else ref_out
+                got = {"top1": metrics.top1, "fidelity": asdict(metrics.fidelity) if metrics.fidelity else None}
+                if cache is not None:
+                    cache.put("evals", ekey, got)
+            v.top1, v.fidelity = got["top1"], got["fidelity"]
             if prog:
                 prog.advance(task_id)
 
@@ -182,8 +207,15 @@ def compare(
             for v in variants:
                 if prog:
                     prog.update(task_id, description=f"profiling: {v.name} @ {prof.name}")
-                r = profile_model(paths[v.name], prof, pcfg, data=profile_inputs, data_label="evaluation data (first 64)")
-                v.latency[prof.name] = r.to_dict()
+                pkey = None if cache is None else key_of("profile", file_sha256(paths[v.name]), prof.to_dict(),
+                                                         asdict(pcfg), data_sha256(profile_inputs))
+                got = cache.get("profiles", pkey) if cache is not None else None
+                if got is None:
+                    got = profile_model(paths[v.name], prof, pcfg, data=profile_inputs,
+                                        data_label="evaluation data (first 64)").to_dict()
+                    if cache is not None:
+                        cache.put("profiles", pkey, got)
+                v.latency[prof.name] = got
                 if prog:
                     prog.advance(task_id)
 
@@ -192,6 +224,7 @@ def compare(
         task={"metric": metric, "eval_samples": len(eval_data),
               "calib_samples": None if calib_data is None else len(calib_data), **(task or {})},
         profile_config=asdict(pcfg), max_accuracy_drop=max_accuracy_drop, objective_profile=profiles[0].name,
+        selection=selection,
     )
     report["failed"] = failed
     write_json(out_dir / "report.json", report)

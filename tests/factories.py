@@ -142,3 +142,21 @@ def modelpress_train_data():
 
     rng = np.random.default_rng(0)
     return Dataset({"input": rng.standard_normal((64, 4, 16, 16)).astype(np.float32)}, rng.integers(0, 10, 64))
+
+
+class WideCNN(nn.Module):
+    """Same interface as TinyCNN ([N, 1, 16, 16] -> [N, 10]) with far more compute: a gate must call it slower."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
+def wide_cnn():
+    torch.manual_seed(0)
+    return WideCNN().eval(), torch.randn(1, 1, 16, 16)

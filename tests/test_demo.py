@@ -37,3 +37,9 @@ def test_demo_default_end_to_end(tmp_path):
     assert rep["variants"][2]["size_ratio"] < 0.3  # INT8 weights: about a quarter of FP32
     assert (out / "report.md").read_text().startswith("# modelpress demo")
     assert rep["selection"]["pick"] in names
+    # the demo runs through a recipe and ends with a verified bundle
+    assert (out / "recipe.yaml").is_file() and (out / "report.html").is_file()
+    bundle = out / f"digits-{rep['selection']['pick']}.mpk"
+    assert "Release bundle:" in p.stdout and bundle.is_file()
+    v = run_cli("verify", str(bundle))
+    assert v.returncode == 0, v.stderr

@@ -57,7 +57,7 @@ def test_build_report_findings_and_renderers():
     assert "within the 5% noise margin" in rep["variants"][2]["findings"][0]
     assert rep["selection"]["pick"] == "static-int8"
     md = render_markdown(rep)
-    assert "| dynamic-int8 | dynamic-int8 | 1.0 kB | 0.25 | 96.90% | -0.10 | 99.0% |" in md and "**Pick" in md
+    assert "| dynamic-int8 | dynamic-int8 | 1.0 kB | 0.25 | - | - | 96.90% | -0.10 | 99.0% |" in md and "**Pick" in md
 
     from rich.console import Console
 

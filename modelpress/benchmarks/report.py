@@ -8,6 +8,7 @@ from typing import Any
 
 from modelpress import __version__
 from modelpress.machine import describe, has_vnni
+from modelpress.errors import ModelpressError
 
 SCHEMA = "modelpress.report"
 SCHEMA_VERSION = 1
@@ -30,6 +31,7 @@ class Variant:
     notes: list[str] = field(default_factory=list)
     params: int | None = None  # elements of all initializers in the ONNX graph
     flops: int | None = None  # 2 x MACs of Conv/MatMul/Gemm at batch 1, from the graph
+    sha256: str | None = None  # of the model file, so a bundle finds its row
 
 
 def _versions() -> dict[str, str]:
@@ -49,9 +51,12 @@ def _versions() -> dict[str, str]:
 def build_report(
     variants: list[Variant], profiles: list[dict[str, Any]], *, title: str, task: dict[str, Any],
     profile_config: dict[str, Any], max_accuracy_drop: float = 0.01, objective_profile: str | None = None,
-    latency_margin: float = 0.05,
+    latency_margin: float = 0.05, selection: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the report; variants[0] is the reference every ratio is taken against."""
+    """Assemble the report; variants[0] is the reference every ratio is taken against.
+
+    `selection`: {"objective": "latency" | "size" | "weighted", "profile": NAME, "relative": bool,
+    "weights": {"latency": w, "size": w, "accuracy": w}}; default min latency on the first profile."""
     ref = variants[0]
     rows = []
     for v in variants:
@@ -66,17 +71,38 @@ def build_report(
         rows.append({
             "name": v.name, "technique": v.technique, "config": v.config, "path": v.path,
             "size_bytes": v.size_bytes, "size_ratio": round(v.size_bytes / ref.size_bytes, 4), "ops": v.ops,
-            "params": v.params, "flops": v.flops,
+            "params": v.params, "flops": v.flops, "sha256": v.sha256,
             "accuracy": acc, "fidelity": v.fidelity, "latency": lat, "notes": list(v.notes),
             "findings": _findings(v.name, lat, ref.latency, ref.name, latency_margin),
         })
-    objective_profile = objective_profile or profiles[0]["name"]
+    sel = dict(selection or {})
+    objective_profile = sel.get("profile") or objective_profile or profiles[0]["name"]
+    metric = task.get("metric", "top1")
+    budget = max_accuracy_drop
+    if sel.get("relative") and metric == "top1" and ref.top1:
+        budget = max_accuracy_drop * ref.top1  # "at most 1% of the reference's accuracy"
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "title": title, "versions": _versions(),
         "machine": describe(), "task": task, "profiles": profiles, "profile_config": profile_config,
         "reference": ref.name, "variants": rows,
-        "selection": select(rows, max_accuracy_drop, objective_profile, latency_margin, task.get("metric", "top1")),
+        "selection": select(rows, budget, objective_profile, latency_margin, metric, sel.get("objective", "latency"),
+                            sel.get("weights")),
+        "pareto": {p["name"]: pareto_front(rows, p["name"], metric) for p in profiles},
     }
+
+
+def pareto_front(rows: list[dict], profile: str, metric: str = "top1") -> list[str]:
+    """Variants no other variant beats on size, p50 latency on `profile` and accuracy loss all at once."""
+    pts = []
+    for r in rows:
+        if profile in r["latency"]:
+            pts.append((r["name"], r["size_bytes"], r["latency"][profile]["p50_ms"], _drop(r, metric) or 0.0))
+    front = []
+    for n, s, lat, d in pts:
+        dominated = any(s2 <= s and l2 <= lat and d2 <= d and (s2, l2, d2) != (s, lat, d) for _, s2, l2, d2 in pts)
+        if not dominated:
+            front.append(n)
+    return front
 
 
 def _findings(name: str, lat: dict, ref_lat: dict, ref_name: str, margin: float) -> list[str]:
@@ -102,9 +128,13 @@ def _findings(name: str, lat: dict, ref_lat: dict, ref_name: str, margin: float)
 
 
 def select(rows: list[dict], max_accuracy_drop: float, profile: str, margin: float = 0.05,
-           metric: str = "top1") -> dict[str, Any]:
-    """Fastest p50 on `profile` within the accuracy budget; variants within `margin` of the fastest
-    count as tied (that is run-to-run noise) and the smallest of them wins. Explained in one line."""
+           metric: str = "top1", objective: str = "latency", weights: dict[str, float] | None = None) -> dict[str, Any]:
+    """Within the accuracy budget: fastest p50 on `profile` (objective latency; variants within `margin` of
+    the fastest count as tied, that is run-to-run noise, and the smallest of them wins), or smallest
+    (objective size), or lowest weighted score (latency and size as ratios to the reference, accuracy loss
+    in points). Explained in one line."""
+    if objective not in ("latency", "size", "weighted"):
+        raise ModelpressError(f"selection objective must be latency, size or weighted, got {objective!r}")
     ref = rows[0]
     rejected: dict[str, str] = {}
     ok = []
@@ -118,18 +148,30 @@ def select(rows: list[dict], max_accuracy_drop: float, profile: str, margin: flo
         else:
             ok.append(r)
     p50 = lambda r: r["latency"][profile]["p50_ms"]  # noqa: E731
-    if ok:
+    w = {"latency": 1.0, "size": 1.0, "accuracy": 1.0, **(weights or {})}
+    score = lambda r: (w["latency"] * p50(r) / p50(ref) + w["size"] * r["size_ratio"]  # noqa: E731
+                       + w["accuracy"] * max(0.0, (_drop(r, metric) or 0.0) * 100))
+    tied: list[dict] = []
+    if not ok:
+        pick = ref
+    elif objective == "size":
+        pick = min(ok, key=lambda r: (r["size_bytes"], p50(r)))
+    elif objective == "weighted":
+        pick = min(ok, key=score)
+    else:
         fastest = min(p50(r) for r in ok)
         tied = [r for r in ok if p50(r) <= fastest * (1 + margin)]
         pick = min(tied, key=lambda r: (r["size_bytes"], p50(r)))
-    else:
-        pick = ref
     for r in ok:
         if r is pick:
             continue
         sp = r["latency"][profile]["speedup_p50"]
         if r is not ref and sp < 1 - margin:
             rejected[r["name"]] = f"{1 / sp:.2f}x slower than {ref['name']} on {profile}"
+        elif objective == "size":
+            rejected[r["name"]] = f"larger than {pick['name']} ({r['size_bytes']:,} vs {pick['size_bytes']:,} B)"
+        elif objective == "weighted":
+            rejected[r["name"]] = f"weighted score {score(r):.3f} vs {score(pick):.3f} for {pick['name']}"
         elif r in tied:
             rejected[r["name"]] = f"ties on latency with {pick['name']} on {profile} but is larger"
         else:
@@ -145,7 +187,11 @@ def select(rows: list[dict], max_accuracy_drop: float, profile: str, margin: flo
                  f"as fast as {ref['name']} ({sp:.2f}x, within the {margin:.0%} noise margin)" if sp >= 1 - margin else
                  f"{1 / sp:.2f}x SLOWER than {ref['name']}")
         reason = f"{pick['name']}: {speed} on {profile} (p50 {s['p50_ms']:.3g} ms), {1 / pick['size_ratio']:.1f}x smaller{acc}"
-    return {"objective": f"min p50 latency on {profile}, ties within {margin:.0%} broken by size",
+    goal = {"latency": f"min p50 latency on {profile}, ties within {margin:.0%} broken by size",
+            "size": "min size on disk",
+            "weighted": f"min weighted score on {profile} ({w['latency']:g} x latency ratio + {w['size']:g} x size "
+                        f"ratio + {w['accuracy']:g} x accuracy loss in points)"}[objective]
+    return {"objective": goal,
             "max_accuracy_drop": max_accuracy_drop, "latency_margin": margin,
             "pick": pick["name"], "reason": reason, "rejected": rejected}
 

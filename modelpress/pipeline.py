@@ -1,0 +1,311 @@
+"""Study recipes: `modelpress run RECIPE.yaml` — one file names the model, the candidates, the data, the
+targets and the selection rule; the run writes the study (models, report.json/.md/.html) and the recipe it
+ran, with every option spelled out, so replaying it gives the same artifacts.
+
+    modelpress: 1
+    kind: study
+    title: DigitsCNN study
+    source: modelpress.models.digits:trained   # PyTorch factory (needed by pruning / low-rank)
+    model: fp32.onnx                           # or an ONNX reference (exported from `source` when absent)
+    export: {opset: 18}
+    data: {eval: eval.npz, calib: calib.npz, train: train.npz}   # .npz files, relative to the recipe
+    finetune: {epochs: 2}
+    candidates:
+      - [static-int8]
+      - name: pruned-int8
+        chain: ["prune-structured:0.5", static-int8]     # TECHNIQUE:VALUE sets its main option
+      - name: fp16
+        chain: [{technique: fp16, options: {keep_io_types: true}}]
+    profiles: [edge-1core, edge-2core]
+    profile: {iterations: 200, warmup: 20}
+    metric: top1                                # top1 | agreement | cosine
+    selection: {max_accuracy_drop: 0.01, relative: false, objective: latency, profile: edge-1core}
+    output: study                               # folder, relative to the recipe
+
+Steps are cached under OUTPUT/.cache by a hash of their inputs and config (see modelpress.cache).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelpress.errors import ModelpressError
+from modelpress.io import write_text
+from modelpress.recipe import RECIPE_VERSION, _mapping, _where
+
+_TOP = {"modelpress", "kind", "title", "source", "model", "export", "data", "finetune", "candidates", "profiles",
+        "profile", "metric", "selection", "output"}
+_DATA = {"eval", "calib", "train"}
+_SELECTION = {"max_accuracy_drop", "relative", "objective", "profile", "weights"}
+_PROFILE = {"iterations", "warmup", "duration_s", "batch_size", "op_breakdown", "op_breakdown_iterations", "runner",
+            "graph_optimization"}
+_PRIMARY = {"prune-structured": "sparsity", "prune-unstructured": "sparsity", "lowrank": "energy",
+            "int4-weight": "block_size", "int8-weight": "block_size"}
+
+
+@dataclass
+class StudyRecipe:
+    output: str
+    candidates: list[dict[str, Any]]  # {"name": str, "chain": [(technique, options), ...]}
+    data: dict[str, str]
+    source: str | None = None
+    model: str | None = None
+    title: str = "modelpress study"
+    export: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    profiles: list[str] = field(default_factory=lambda: ["edge-1core"])
+    profile: dict[str, Any] = field(default_factory=dict)
+    metric: str | None = None
+    selection: dict[str, Any] = field(default_factory=lambda: {"max_accuracy_drop": 0.01})
+
+    def to_yaml(self, base: Path | None = None) -> str:
+        rel = (lambda p: p if p is None or base is None or ":" in p and not os.path.exists(p)  # noqa: E731
+               else os.path.relpath(Path(p).resolve(), base))
+        doc: dict[str, Any] = {"modelpress": RECIPE_VERSION, "kind": "study", "title": self.title}
+        if self.source:
+            doc["source"] = self.source
+        if self.model:
+            doc["model"] = rel(self.model)
+        doc["export"] = self.export
+        doc["data"] = {k: rel(v) for k, v in self.data.items()}
+        doc["finetune"] = self.finetune
+        doc["candidates"] = [{"name": c["name"], "chain": [{"technique": t, "options": o} for t, o in c["chain"]]}
+                             for c in self.candidates]
+        doc.update(profiles=self.profiles, profile=self.profile, metric=self.metric, selection=self.selection,
+                   output=rel(self.output))
+        return "# modelpress study recipe: replay with `modelpress run FILE`\n" + yaml.safe_dump(
+            doc, sort_keys=False, default_flow_style=False)
+
+    def save(self, path: str | Path) -> Path:
+        return write_text(path, self.to_yaml(Path(path).resolve().parent))
+
+
+def _step(raw: Any, node: yaml.Node, path: Path) -> tuple[str, dict[str, Any]]:
+    if isinstance(raw, str):
+        tech, sep, value = raw.partition(":")
+        if not sep:
+            return tech, {}
+        if tech not in _PRIMARY:
+            raise ModelpressError(f"{_where(node, path)}: {tech!r} has no main option for the TECHNIQUE:VALUE form; "
+                                  "write {technique: ..., options: {...}}")
+        return tech, {_PRIMARY[tech]: yaml.safe_load(value)}
+    if isinstance(raw, dict):
+        keys = _mapping(node, path, "a chain step")
+        for k, (kn, _) in keys.items():
+            if k not in ("technique", "options"):
+                raise ModelpressError(f"{_where(kn, path)}: unknown step key {k!r}; step keys are ['options', 'technique']")
+        if "technique" not in raw:
+            raise ModelpressError(f"{_where(node, path)}: a chain step needs 'technique'")
+        opts = raw.get("options") or {}
+        if not isinstance(opts, dict):
+            raise ModelpressError(f"{_where(keys['options'][1], path)}: 'options' must be a mapping")
+        return str(raw["technique"]), opts
+    raise ModelpressError(f"{_where(node, path)}: a chain step is a technique name or {{technique, options}}")
+
+
+def _check_keys(node: yaml.Node, path: Path, allowed: set[str], what: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    m = _mapping(node, path, what)
+    for key, (k, _) in m.items():
+        if key not in allowed:
+            import difflib
+
+            close = difflib.get_close_matches(key, allowed, 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ModelpressError(f"{_where(k, path)}: unknown key {key!r} in {what}{hint}; keys are {sorted(allowed)}")
+    return m
+
+
+def load_study_recipe(path: str | Path) -> StudyRecipe:
+    """Parse and check a study recipe; every error names the file, the line and the key."""
+    from modelpress.study import check_chain
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelpressError(f"no such recipe: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ModelpressError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML "
+                              f"({getattr(e, 'problem', e)})") from None
+    if root is None:
+        raise ModelpressError(f"{path}: the recipe is empty")
+    top = _check_keys(root, path, _TOP, "the recipe")
+    at = lambda key: _where(top[key][1], path)  # noqa: E731
+    if doc.get("modelpress", RECIPE_VERSION) != RECIPE_VERSION:
+        raise ModelpressError(f"{at('modelpress')}: recipe version {doc['modelpress']!r} is not supported "
+                              f"(this modelpress reads version {RECIPE_VERSION})")
+    if doc.get("kind", "study") != "study":
+        raise ModelpressError(f"{at('kind')}: kind must be 'study' for `modelpress run` (an optimize recipe has "
+                              "no kind: replay it with `modelpress optimize --recipe`)")
+    for key in ("candidates", "data", "output"):
+        if key not in top:
+            raise ModelpressError(f"{path}: missing key {key!r}")
+    if "source" not in top and "model" not in top:
+        raise ModelpressError(f"{path}: give 'source' (a PyTorch factory) or 'model' (an ONNX file), or both")
+    for key in ("source", "model", "output", "title", "metric"):
+        if key in top and not isinstance(doc[key], (str, type(None))):
+            raise ModelpressError(f"{at(key)}: {key!r} must be a string, got {type(doc[key]).__name__}")
+    if doc.get("metric") not in (None, "top1", "agreement", "cosine"):
+        raise ModelpressError(f"{at('metric')}: metric must be top1, agreement or cosine, got {doc['metric']!r}")
+    data_map = _check_keys(top["data"][1], path, _DATA, "data")
+    if "eval" not in data_map:
+        raise ModelpressError(f"{at('data')}: data needs 'eval' (an .npz file)")
+    base = path.parent
+    resolve = lambda p: str(p) if Path(p).is_absolute() else str(base / p)  # noqa: E731
+    data = {}
+    for k, (_, vn) in data_map.items():
+        v = doc["data"][k]
+        if not isinstance(v, str):
+            raise ModelpressError(f"{_where(vn, path)}: data.{k} must be a file path (a string)")
+        if not Path(resolve(v)).is_file():
+            raise ModelpressError(f"{_where(vn, path)}: data.{k}: no such file: {v}")
+        data[k] = resolve(v)
+    for section, allowed in (("selection", _SELECTION), ("profile", _PROFILE)):
+        if section in top:
+            _check_keys(top[section][1], path, allowed, section)
+    selection = {"max_accuracy_drop": 0.01, **(doc.get("selection") or {})}
+    sel_node = top["selection"][1] if "selection" in top else root
+    drop = selection["max_accuracy_drop"]
+    if isinstance(drop, str) and drop.endswith("%"):
+        try:
+            selection.update(max_accuracy_drop=float(drop[:-1]) / 100, relative=True)
+        except ValueError:
+            raise ModelpressError(f"{_where(sel_node, path)}: max_accuracy_drop {drop!r} is not a number") from None
+    elif isinstance(drop, bool) or not isinstance(drop, (int, float)) or drop < 0:
+        raise ModelpressError(f"{_where(sel_node, path)}: max_accuracy_drop must be a number >= 0 (points as a "
+                              f"fraction, e.g. 0.01) or a percentage such as '1%', got {drop!r}")
+    if selection.get("objective", "latency") not in ("latency", "size", "weighted"):
+        raise ModelpressError(f"{_where(sel_node, path)}: objective must be latency, size or weighted")
+    for section in ("export", "finetune", "profile"):
+        if section in top and not isinstance(doc[section], dict):
+            raise ModelpressError(f"{at(section)}: {section!r} must be a mapping")
+    _typed("export", doc.get("export") or {}, "modelpress.exporters.torch_onnx:ExportConfig", top, path)
+    _typed("finetune", doc.get("finetune") or {}, "modelpress.optimizers.pytorch:FinetuneConfig", top, path)
+    _typed("profile", doc.get("profile") or {}, "modelpress.benchmarks.profiler:ProfileConfig", top, path)
+    profiles = doc.get("profiles") or ["edge-1core"]
+    if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
+        raise ModelpressError(f"{at('profiles')}: profiles must be a list of preset names")
+    from modelpress.benchmarks.presets import resolve_profile
+
+    for p in profiles:
+        try:
+            resolve_profile(p)
+        except ModelpressError as e:
+            raise ModelpressError(f"{at('profiles')}: {e}") from None
+
+    cands_node = top["candidates"][1]
+    if not isinstance(cands_node, yaml.SequenceNode) or not cands_node.value:
+        raise ModelpressError(f"{_where(cands_node, path)}: 'candidates' must be a non-empty list")
+    candidates, names = [], set()
+    for node, raw in zip(cands_node.value, doc["candidates"]):
+        if isinstance(raw, list):
+            chain_node, name = node, None
+        else:
+            keys = _check_keys(node, path, {"name", "chain"}, "a candidate")
+            if "chain" not in keys:
+                raise ModelpressError(f"{_where(node, path)}: a candidate needs 'chain'")
+            chain_node, name, raw = keys["chain"][1], raw.get("name"), raw["chain"]
+        if isinstance(raw, str):
+            raw, chain_node = [raw], yaml.SequenceNode("tag:yaml.org,2002:seq", [chain_node])
+        if not isinstance(chain_node, yaml.SequenceNode) or not raw:
+            raise ModelpressError(f"{_where(chain_node, path)}: a chain must be a non-empty list of techniques")
+        chain = [_step(r, n, path) for r, n in zip(raw, chain_node.value)]
+        try:
+            check_chain(chain, has_source="source" in top)
+        except ModelpressError as e:
+            raise ModelpressError(f"{_where(chain_node, path)}: {e}") from None
+        name = str(name or "+".join(t for t, _ in chain))
+        if name in names or name == "fp32":
+            raise ModelpressError(f"{_where(node, path)}: candidate name {name!r} is used twice (fp32 is the reference)")
+        names.add(name)
+        candidates.append({"name": name, "chain": chain})
+    model = doc.get("model")
+    if model is not None and not Path(resolve(model)).is_file() and "source" not in top:
+        raise ModelpressError(f"{at('model')}: no such file: {model}")
+    return StudyRecipe(output=resolve(doc["output"]), candidates=candidates, data=data, source=doc.get("source"),
+                       model=resolve(model) if model else None, title=doc.get("title") or "modelpress study",
+                       export=doc.get("export") or {}, finetune=doc.get("finetune") or {}, profiles=profiles,
+                       profile=doc.get("profile") or {}, metric=doc.get("metric"), selection=selection)
+
+
+def _typed(section: str, values: dict, cls_path: str, top: dict, path: Path) -> Any:
+    """Build a dataclass config from a recipe section, naming the bad key and line."""
+    import importlib
+
+    from modelpress.optimizers.base import make_config
+
+    mod, _, name = cls_path.partition(":")
+    cls = getattr(importlib.import_module(mod), name)
+    try:
+        return make_config(cls, values, section)
+    except ModelpressError as e:
+        raise ModelpressError(f"{_where(top[section][1], path)}: {e}") from None
+    except TypeError as e:
+        raise ModelpressError(f"{_where(top[section][1], path)}: {section}: {e}") from None
+
+
+def run_study(recipe: StudyRecipe, *, show_progress: bool = True, use_cache: bool = True) -> dict[str, Any]:
+    """Run every candidate, evaluate and profile each on each target, select, and write the study."""
+    from modelpress.benchmarks.html import write_html
+    from modelpress.benchmarks.presets import resolve_profile
+    from modelpress.benchmarks.profiler import ProfileConfig
+    from modelpress.cache import StepCache, file_sha256
+    from modelpress.data import load_npz
+    from modelpress.exporters.torch_onnx import ExportConfig, export_onnx, load_model_source
+    from modelpress.optimizers.base import make_config
+    from modelpress.optimizers.pytorch import FinetuneConfig
+    from modelpress.study import Candidate, compare
+
+    out = Path(recipe.output)
+    out.mkdir(parents=True, exist_ok=True)
+    export_cfg = make_config(ExportConfig, recipe.export, "export")
+    ft = make_config(FinetuneConfig, recipe.finetune, "finetune")
+    pcfg = make_config(ProfileConfig, {"warmup": 20, "op_breakdown": True, **recipe.profile}, "profile")
+    data = {k: load_npz(v) for k, v in recipe.data.items()}
+    cache = StepCache(out / ".cache") if use_cache else None
+    reference = Path(recipe.model) if recipe.model else out / "fp32.onnx"
+    if not reference.is_file():
+        if not recipe.source:
+            raise ModelpressError(f"no such model: {reference}")
+        module, example = load_model_source(recipe.source)
+        export_onnx(module, example, reference, export_cfg)
+    report = compare(
+        reference, out, [Candidate(c["name"], chain=c["chain"]) for c in recipe.candidates],
+        [resolve_profile(p) for p in recipe.profiles], eval_data=data["eval"], calib_data=data.get("calib"),
+        profile_config=pcfg, title=recipe.title, metric=recipe.metric,
+        max_accuracy_drop=float(recipe.selection["max_accuracy_drop"]), show_progress=show_progress,
+        source=recipe.source, export_config=export_cfg, finetune=ft, train_data=data.get("train"), cache=cache,
+        selection={k: v for k, v in recipe.selection.items() if k != "max_accuracy_drop"},
+        task={"source": recipe.source, "reference_sha256": file_sha256(reference)},
+    )
+    # the recipe as run: every option of every step, defaults included
+    ran = dataclasses.replace(recipe, export=dataclasses.asdict(export_cfg), finetune=dataclasses.asdict(ft),
+                              profile=dataclasses.asdict(pcfg), metric=report["task"]["metric"],
+                              candidates=[{"name": c["name"], "chain": _full_chain(c["chain"])}
+                                          for c in recipe.candidates])
+    ran.save(out / "recipe.yaml")
+    report["recipe"] = ran.to_yaml(out.resolve())
+    report["cache"] = None if cache is None else {"hits": cache.hits, "misses": cache.misses}
+    from modelpress.benchmarks.report import render_markdown
+    from modelpress.io import write_json
+
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", render_markdown(report))
+    write_html(report, out / "report.html")
+    return report
+
+
+def _full_chain(chain: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    from modelpress.optimizers import build_pass
+    from modelpress.optimizers.pytorch import build_torch_pass, is_torch_technique
+
+    return [(t, (build_torch_pass if is_torch_technique(t) else build_pass)(t, o).config.to_dict()) for t, o in chain]
