@@ -550,14 +550,7 @@ def run_cmd(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json: boo
     _run_recipe(recipe, dump_recipe, no_cache, as_json)
 
 
-@cli.command(name="study", help=_RUN_HELP)
-@click.argument("recipe", type=click.Path(path_type=Path))
-@click.option("--dump-recipe", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the recipe as run (every option) here; '-' prints it.")
-@click.option("--no-cache", is_flag=True, help="Recompute every step.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def study_cmd(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json: bool) -> None:
-    _run_recipe(recipe, dump_recipe, no_cache, as_json)
+cli.add_command(run_cmd, name="study")  # `modelpress study RECIPE`: the same command under its study name
 
 
 @cli.command()
