@@ -215,3 +215,18 @@ def test_gate_passes_same_model_and_fails_slower_one(tmp_path, tiny_onnx):
     same = run_cli("gate", str(tmp_path / "b.mpk"), "--baseline", str(tiny_onnx), "--rounds", "1", "-n", "20",
                    "--max-latency-regression", "50%")
     assert same.returncode == 0, same.stdout + same.stderr
+
+
+def test_example_recipe_parses(tmp_path, tiny_npz):
+    from modelpress.pipeline import load_study_recipe
+
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "modelpress-demo").mkdir()
+    for name in ("eval.npz", "calib.npz"):
+        (tmp_path / "modelpress-demo" / name).write_bytes(tiny_npz.read_bytes())
+    src = ROOT / "examples" / "digits-release.yaml"
+    (tmp_path / "examples" / src.name).write_text(src.read_text())
+    rec = load_study_recipe(tmp_path / "examples" / src.name)
+    assert [c["name"] for c in rec.candidates] == ["static-int8", "fp16", "pruned-50", "pruned-50-int8"]
+    assert rec.candidates[3]["chain"] == [("prune-structured", {"sparsity": 0.5}), ("static-int8", {})]
+    assert Path(rec.output).resolve() == (tmp_path / "modelpress-study-digits").resolve()
