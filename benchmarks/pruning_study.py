@@ -37,7 +37,7 @@ def candidates(first_layer: str) -> list[Candidate]:
         Candidate("static-int8", "static-int8", s8),
         Candidate("unstructured-50", "prune-unstructured", {"sparsity": 0.5}),
         Candidate("unstructured-80", "prune-unstructured", {"sparsity": 0.8}),
-        Candidate("2:4", "prune-nm", {"n": 2, "m": 4, "exclude": [first_layer]}),
+        Candidate("2:4", "prune-nm", {"n": 2, "m": 4, "exclude": [first_layer], "skip_incompatible": True}),
         Candidate("structured-30", "prune-structured", {"sparsity": 0.3}),
         Candidate("structured-50", "prune-structured", {"sparsity": 0.5}),
         Candidate("structured-50+static-int8", chain=[("prune-structured", {"sparsity": 0.5}), ("static-int8", s8)]),

@@ -158,3 +158,11 @@ def test_graph_stats_counts_conv_and_gemm(tiny_onnx):
     # conv1 8x16x16 outputs x 9, conv2 16x8x8 x 72, fc 10 x 256
     assert s["flops"] == 2 * (8 * 16 * 16 * 9 + 16 * 8 * 8 * 72 + 10 * 256)
     assert s["params"] == int(np.sum([8 * 9 + 8, 16 * 72 + 16, 2560 + 10]))
+
+
+def test_nm_can_skip_layers_it_cannot_fit():
+    model, ex = residual_net()  # stem has 4 input channels (fits), dw is grouped (does not)
+    model, res = compress_model(model, ex, [("prune-nm", {"skip_incompatible": True})])
+    layers = {r["layer"] for r in res.steps[0].layers}
+    assert "dw" not in layers and "block.0" in layers
+    assert any("left dense" in n and "dw" in n for n in res.steps[0].notes)

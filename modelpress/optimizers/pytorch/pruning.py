@@ -85,6 +85,7 @@ class NMConfig(PassConfig):
     m: int = 4  # ... of this many consecutive input weights (2:4 = NVIDIA's sparse tensor core pattern)
     exclude: list[str] = field(default_factory=list)
     keep_last: bool = True
+    skip_incompatible: bool = False  # leave out (and list) layers the pattern cannot fit, instead of failing
 
     def validate(self) -> None:
         if not 0 < self.n < self.m:
@@ -115,19 +116,28 @@ class NMPrune(TorchPass):
         from torch.nn.utils import prune
 
         cfg: NMConfig = self.config
-        layers = select_layers(model, cfg.exclude, cfg.keep_last, self.name)
-        for name, mod in layers:
+        layers, skipped = [], []
+        for name, mod in select_layers(model, cfg.exclude, cfg.keep_last, self.name):
             fan_in = mod.weight.shape[1]
             if getattr(mod, "groups", 1) != 1 or fan_in % cfg.m:
                 why = "a grouped convolution" if getattr(mod, "groups", 1) != 1 else \
                     f"{fan_in} input channel(s), not divisible by {cfg.m}"
-                raise ModelpressError(f"prune-nm: the {cfg.n}:{cfg.m} pattern does not fit layer {name!r} "
-                                      f"({type(mod).__name__}, {why}); leave it out with --exclude {name}")
+                if not cfg.skip_incompatible:
+                    raise ModelpressError(f"prune-nm: the {cfg.n}:{cfg.m} pattern does not fit layer {name!r} "
+                                          f"({type(mod).__name__}, {why}); leave it out with --exclude {name} "
+                                          "(or --option skip_incompatible=true for every such layer)")
+                skipped.append(name)
+                continue
+            layers.append((name, mod))
+        if not layers:
+            raise ModelpressError(f"prune-nm: the {cfg.n}:{cfg.m} pattern fits none of the selected layers")
         for _, mod in layers:
             prune.custom_from_mask(mod, "weight", nm_mask(mod.weight, cfg.n, cfg.m))
-        return model, TorchPassResult(self.name, cfg.to_dict(), _mask_report(layers),
-                                      [f"{cfg.n}:{cfg.m} sparsity: {cfg.n} of every {cfg.m} weights are zero; "
-                                       "CPU ONNX Runtime has no N:M kernels, so the gain needs sparse tensor cores"])
+        notes = [f"{cfg.n}:{cfg.m} sparsity: {cfg.n} of every {cfg.m} weights are zero; "
+                 "CPU ONNX Runtime has no N:M kernels, so the gain needs sparse tensor cores"]
+        if skipped:
+            notes.append(f"left dense ({len(skipped)} layers the pattern cannot fit): {', '.join(skipped)}")
+        return model, TorchPassResult(self.name, cfg.to_dict(), _mask_report(layers), notes)
 
     def finalize(self, model) -> None:
         _remove_masks(model)
