@@ -103,6 +103,9 @@ class FinetuneConfig:
     lr: float = 1e-3
     batch_size: int = 64
     seed: int = 0
+    # keep normalization layers' running statistics as trained (BatchNorm in eval mode; affine weights still
+    # train): a few hundred fine-tuning samples re-estimate them badly and wreck a pretrained network
+    freeze_norm_stats: bool = True
 
     def validate(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
@@ -125,6 +128,10 @@ def finetune(model, teacher, data: Dataset, names: list[str], cfg: FinetuneConfi
     task = progress.add_task("fine-tuning", total=steps) if progress else None
     losses: list[float] = []
     model.train()
+    if cfg.freeze_norm_stats:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     for _ in range(cfg.epochs):
         for idx in torch.randperm(len(data), generator=g).split(cfg.batch_size):
             batch = [x[idx] for x in xs]
