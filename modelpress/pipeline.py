@@ -160,7 +160,7 @@ def load_study_recipe(path: str | Path) -> StudyRecipe:
     if "eval" not in data_map:
         raise ModelpressError(f"{at('data')}: data needs 'eval' (an .npz file)")
     base = path.parent
-    resolve = lambda p: str(p) if Path(p).is_absolute() else str(base / p)  # noqa: E731
+    resolve = lambda p: str(p) if Path(p).is_absolute() else os.path.normpath(base / p)  # noqa: E731
     data = {}
     for k, (_, vn) in data_map.items():
         v = doc["data"][k]
