@@ -95,6 +95,7 @@ def graph_stats(path: str | Path, dims: dict[str, int] | None = None) -> dict[st
         params += n
         inits[t.name] = list(t.dims)
     dims = dims or {}
+    del model.graph.value_info[:]  # stale shapes (symbolic batch) would win over the fixed ones below
     for inp in model.graph.input:
         for d in inp.type.tensor_type.shape.dim:
             if d.dim_param:
