@@ -263,6 +263,9 @@ def render_markdown(report: dict) -> str:
     sel = report["selection"]
     lines += ["", f"**Pick ({sel['objective']}, max accuracy drop {sel['max_accuracy_drop'] * 100:.2f} pt):** {sel['reason']}"]
     lines += [f"- {k} not picked: {v}" for k, v in sel["rejected"].items()]
+    if report.get("pareto"):
+        lines += [""] + [f"Pareto front on {p} (size × latency × accuracy): {', '.join(ns)}"
+                         for p, ns in report["pareto"].items()]
     findings = [(r["name"], f) for r in report["variants"] for f in r["findings"]]
     if findings:
         lines += ["", "Findings:"] + [f"- {n}: {f}" for n, f in findings]
