@@ -22,6 +22,7 @@ from typing import Any
 
 from modelpress.errors import CheckFailed, ModelpressError
 from modelpress.io import atomic_path
+from modelpress.runtimes.ort import _first_line
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "modelpress.bundle"
@@ -124,14 +125,14 @@ def package(model: str | Path, output: str | Path, *, report: str | Path | None 
     rep = None
     if report is not None:
         try:
-            rep = json.loads(Path(report).read_text())
+            files["report.json"] = Path(report).read_bytes()
+            rep = json.loads(files["report.json"])
         except FileNotFoundError:
             raise ModelpressError(f"no such report: {report}") from None
         except ValueError as e:
             raise ModelpressError(f"{report} is not JSON: {e}") from None
         if rep.get("schema") != "modelpress.report":
             raise ModelpressError(f"{report} is not a modelpress report (schema {rep.get('schema')!r})")
-        files["report.json"] = Path(report).read_bytes()
     if recipe is not None:
         if not Path(recipe).is_file():
             raise ModelpressError(f"no such recipe: {recipe}")
@@ -170,7 +171,6 @@ def package(model: str | Path, output: str | Path, *, report: str | Path | None 
 
 def _safe_members(tar: tarfile.TarFile, where: str) -> list[tarfile.TarInfo]:
     members = []
-    total = 0
     for i, mem in enumerate(tar):
         if i >= MAX_MEMBERS:
             raise CheckFailed(f"{where}: more than {MAX_MEMBERS} members")
@@ -183,7 +183,6 @@ def _safe_members(tar: tarfile.TarFile, where: str) -> list[tarfile.TarInfo]:
             raise CheckFailed(f"{where}: member {mem.name!r} is not a regular file; refusing to extract")
         if mem.size > MAX_MEMBER_BYTES:
             raise CheckFailed(f"{where}: member {mem.name!r} is {mem.size:,} bytes, over the {MAX_MEMBER_BYTES:,} limit")
-        total += mem.size
         members.append(mem)
     return members
 
@@ -210,45 +209,50 @@ def safe_extract(bundle: str | Path, dest: Path) -> list[str]:
     return names
 
 
-def verify(bundle: str | Path) -> dict[str, Any]:
-    """Check hashes, file list, manifest schema, that the model loads and that its signature matches."""
+def verify(bundle: str | Path, into: Path | None = None) -> dict[str, Any]:
+    """Check hashes, file list, manifest schema, that the model loads and that its signature matches.
+    With `into`, the verified contents stay there (extracted once); otherwise in a temp folder, removed."""
+    if into is not None:
+        return _verify_in(Path(bundle), into)
+    with tempfile.TemporaryDirectory(prefix="modelpress-verify-") as tmp:
+        return _verify_in(Path(bundle), Path(tmp))
+
+
+def _verify_in(bundle: Path, root: Path) -> dict[str, Any]:
     import onnxruntime as ort
 
-    bundle = Path(bundle)
-    with tempfile.TemporaryDirectory(prefix="modelpress-verify-") as tmp:
-        root = Path(tmp)
-        names = safe_extract(bundle, root)
-        if MANIFEST not in names:
-            raise CheckFailed(f"{bundle}: no {MANIFEST}")
-        try:
-            manifest = json.loads((root / MANIFEST).read_text())
-        except ValueError as e:
-            raise CheckFailed(f"{bundle}: {MANIFEST} is not JSON ({e})") from None
-        missing_keys = sorted(_REQUIRED - set(manifest)) if isinstance(manifest, dict) else sorted(_REQUIRED)
-        if missing_keys:
-            raise CheckFailed(f"{bundle}: {MANIFEST} lacks {missing_keys}")
-        if manifest["schema"] != MANIFEST_SCHEMA or manifest["schema_version"] != MANIFEST_VERSION:
-            raise CheckFailed(f"{bundle}: manifest schema {manifest['schema']!r} v{manifest['schema_version']!r} "
-                              f"is not {MANIFEST_SCHEMA} v{MANIFEST_VERSION}")
-        listed = set(manifest["files"])
-        present = set(names) - {MANIFEST}
-        if present - listed:
-            raise CheckFailed(f"{bundle}: files not in the manifest: {sorted(present - listed)}")
-        if listed - present:
-            raise CheckFailed(f"{bundle}: files missing from the bundle: {sorted(listed - present)}")
-        for name, meta in sorted(manifest["files"].items()):
-            data = (root / name).read_bytes()
-            if len(data) != meta["size"] or _sha(data) != meta["sha256"]:
-                raise CheckFailed(f"{bundle}: {name} does not match its sha256 in the manifest (tampered or corrupt)")
-        model = root / manifest["model"]
-        try:
-            sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise CheckFailed(f"{bundle}: the model does not load in ONNX Runtime: {str(e).splitlines()[0][:200]}") from None
-        del sess
-        if signature(model) != manifest["signature"]:
-            raise CheckFailed(f"{bundle}: the model's I/O signature differs from the manifest's")
-        card = (root / "README.md").read_text() if (root / "README.md").is_file() else ""
+    names = safe_extract(bundle, root)
+    if MANIFEST not in names:
+        raise CheckFailed(f"{bundle}: no {MANIFEST}")
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except ValueError as e:
+        raise CheckFailed(f"{bundle}: {MANIFEST} is not JSON ({e})") from None
+    missing_keys = sorted(_REQUIRED - set(manifest)) if isinstance(manifest, dict) else sorted(_REQUIRED)
+    if missing_keys:
+        raise CheckFailed(f"{bundle}: {MANIFEST} lacks {missing_keys}")
+    if manifest["schema"] != MANIFEST_SCHEMA or manifest["schema_version"] != MANIFEST_VERSION:
+        raise CheckFailed(f"{bundle}: manifest schema {manifest['schema']!r} v{manifest['schema_version']!r} "
+                          f"is not {MANIFEST_SCHEMA} v{MANIFEST_VERSION}")
+    listed = set(manifest["files"])
+    present = set(names) - {MANIFEST}
+    if present - listed:
+        raise CheckFailed(f"{bundle}: files not in the manifest: {sorted(present - listed)}")
+    if listed - present:
+        raise CheckFailed(f"{bundle}: files missing from the bundle: {sorted(listed - present)}")
+    for name, meta in sorted(manifest["files"].items()):
+        data = (root / name).read_bytes()
+        if len(data) != meta["size"] or _sha(data) != meta["sha256"]:
+            raise CheckFailed(f"{bundle}: {name} does not match its sha256 in the manifest (tampered or corrupt)")
+    model = root / manifest["model"]
+    try:
+        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise CheckFailed(f"{bundle}: the model does not load in ONNX Runtime: {_first_line(e)}") from None
+    del sess
+    if signature(model) != manifest["signature"]:
+        raise CheckFailed(f"{bundle}: the model's I/O signature differs from the manifest's")
+    card = (root / "README.md").read_text() if (root / "README.md").is_file() else ""
     return {"bundle": str(bundle), "ok": True, "name": manifest["name"], "files": sorted(manifest["files"]),
             "signature": manifest["signature"], "metrics": manifest.get("metrics"), "card_lines": len(card.splitlines())}
 
@@ -257,8 +261,7 @@ def open_model(path: str | Path, workdir: Path) -> tuple[Path, dict[str, Any] | 
     """A .onnx file as is, or a verified bundle's model extracted into `workdir` (with its manifest)."""
     path = Path(path)
     if path.suffix == ".mpk" or (path.is_file() and tarfile.is_tarfile(path)):
-        verify(path)
-        safe_extract(path, workdir)
+        verify(path, into=workdir)
         return workdir / "model.onnx", json.loads((workdir / MANIFEST).read_text())
     from modelpress.onnxutil import check_onnx_file
 

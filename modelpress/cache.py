@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -91,4 +90,3 @@ class StepCache:
     def restore(cached: Path, dest: Path) -> None:
         with atomic_path(dest, suffix=".onnx") as tmp:
             shutil.copyfile(cached, tmp)
-        os.utime(dest)

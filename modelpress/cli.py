@@ -508,13 +508,13 @@ def _run_recipe(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json:
     rec = load_study_recipe(recipe)
     report = run_study(rec, show_progress=not as_json, use_cache=not no_cache)
     out = Path(rec.output)
-    if dump_recipe is not None:
+    if dump_recipe is not None:  # the same text as OUTPUT/recipe.yaml
         if str(dump_recipe) == "-":
             click.echo(report["recipe"], err=as_json)
         else:
             from modelpress.io import write_text
 
-            write_text(dump_recipe, (out / "recipe.yaml").read_text())
+            write_text(dump_recipe, report["recipe"])
 
     def human() -> None:
         con = _console()

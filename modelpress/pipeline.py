@@ -37,7 +37,7 @@ import yaml
 
 from modelpress.errors import ModelpressError
 from modelpress.io import write_text
-from modelpress.recipe import RECIPE_VERSION, _mapping, _where
+from modelpress.recipe import RECIPE_VERSION, _mapping, _where, parse_step
 
 _TOP = {"modelpress", "kind", "title", "source", "model", "export", "data", "finetune", "candidates", "profiles",
         "profile", "metric", "selection", "output"}
@@ -96,16 +96,8 @@ def _step(raw: Any, node: yaml.Node, path: Path) -> tuple[str, dict[str, Any]]:
                                   "write {technique: ..., options: {...}}")
         return tech, {_PRIMARY[tech]: yaml.safe_load(value)}
     if isinstance(raw, dict):
-        keys = _mapping(node, path, "a chain step")
-        for k, (kn, _) in keys.items():
-            if k not in ("technique", "options"):
-                raise ModelpressError(f"{_where(kn, path)}: unknown step key {k!r}; step keys are ['options', 'technique']")
-        if "technique" not in raw:
-            raise ModelpressError(f"{_where(node, path)}: a chain step needs 'technique'")
-        opts = raw.get("options") or {}
-        if not isinstance(opts, dict):
-            raise ModelpressError(f"{_where(keys['options'][1], path)}: 'options' must be a mapping")
-        return str(raw["technique"]), opts
+        technique, opts, _ = parse_step(node, raw, path, "a chain step")
+        return technique, opts
     raise ModelpressError(f"{_where(node, path)}: a chain step is a technique name or {{technique, options}}")
 
 
@@ -263,7 +255,7 @@ def run_study(recipe: StudyRecipe, *, show_progress: bool = True, use_cache: boo
     from modelpress.exporters.torch_onnx import ExportConfig, export_onnx, load_model_source
     from modelpress.optimizers.base import make_config
     from modelpress.optimizers.pytorch import FinetuneConfig
-    from modelpress.study import Candidate, compare
+    from modelpress.study import Candidate, compare, default_metric
 
     out = Path(recipe.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -278,28 +270,22 @@ def run_study(recipe: StudyRecipe, *, show_progress: bool = True, use_cache: boo
             raise ModelpressError(f"no such model: {reference}")
         module, example = load_model_source(recipe.source)
         export_onnx(module, example, reference, export_cfg)
+    # the recipe as run: every option of every step, defaults included
+    ran = dataclasses.replace(recipe, export=dataclasses.asdict(export_cfg), finetune=dataclasses.asdict(ft),
+                              profile=dataclasses.asdict(pcfg), metric=recipe.metric or default_metric(data["eval"]),
+                              candidates=[{"name": c["name"], "chain": _full_chain(c["chain"])}
+                                          for c in recipe.candidates])
     report = compare(
         reference, out, [Candidate(c["name"], chain=c["chain"]) for c in recipe.candidates],
         [resolve_profile(p) for p in recipe.profiles], eval_data=data["eval"], calib_data=data.get("calib"),
-        profile_config=pcfg, title=recipe.title, metric=recipe.metric,
+        profile_config=pcfg, title=recipe.title, metric=ran.metric,
         max_accuracy_drop=float(recipe.selection["max_accuracy_drop"]), show_progress=show_progress,
         source=recipe.source, export_config=export_cfg, finetune=ft, train_data=data.get("train"), cache=cache,
         selection={k: v for k, v in recipe.selection.items() if k != "max_accuracy_drop"},
         task={"source": recipe.source, "reference_sha256": file_sha256(reference)},
+        extra={"recipe": ran.to_yaml(out.resolve()), **({} if cache is not None else {"cache": None})},
     )
-    # the recipe as run: every option of every step, defaults included
-    ran = dataclasses.replace(recipe, export=dataclasses.asdict(export_cfg), finetune=dataclasses.asdict(ft),
-                              profile=dataclasses.asdict(pcfg), metric=report["task"]["metric"],
-                              candidates=[{"name": c["name"], "chain": _full_chain(c["chain"])}
-                                          for c in recipe.candidates])
     ran.save(out / "recipe.yaml")
-    report["recipe"] = ran.to_yaml(out.resolve())
-    report["cache"] = None if cache is None else {"hits": cache.hits, "misses": cache.misses}
-    from modelpress.benchmarks.report import render_markdown
-    from modelpress.io import write_json
-
-    write_json(out / "report.json", report)
-    write_text(out / "report.md", render_markdown(report))
     write_html(report, out / "report.html")
     return report
 

@@ -71,6 +71,20 @@ def _mapping(node: yaml.Node, path: Path, what: str) -> dict[str, tuple[yaml.Nod
     return {k.value: (k, v) for k, v in node.value}
 
 
+def parse_step(node: yaml.Node, raw: dict, path: Path, what: str) -> tuple[str, dict[str, Any], dict]:
+    """A `{technique, options}` step -> (technique, options, its key nodes for error locations)."""
+    keys = _mapping(node, path, what)
+    for key, (k, _) in keys.items():
+        if key not in _STEP_KEYS:
+            raise ModelpressError(f"{_where(k, path)}: unknown step key {key!r}; step keys are {sorted(_STEP_KEYS)}")
+    if "technique" not in keys:
+        raise ModelpressError(f"{_where(node, path)}: {what} needs 'technique'")
+    opts = raw.get("options") or {}
+    if not isinstance(opts, dict):
+        raise ModelpressError(f"{_where(keys['options'][1], path)}: 'options' must be a mapping")
+    return str(raw["technique"]), opts, keys
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Parse and check a recipe; errors name the file, the line and the key."""
     path = Path(path)
@@ -106,21 +120,13 @@ def load_recipe(path: str | Path) -> Recipe:
     from modelpress.optimizers import build_pass
 
     for node, raw in zip(steps_node.value, doc["steps"]):
-        keys = _mapping(node, path, "a step")
-        for key, (k, _) in keys.items():
-            if key not in _STEP_KEYS:
-                raise ModelpressError(f"{_where(k, path)}: unknown step key {key!r}; step keys are {sorted(_STEP_KEYS)}")
-        if "technique" not in keys:
-            raise ModelpressError(f"{_where(node, path)}: a step needs 'technique'")
-        opts = raw.get("options") or {}
-        if not isinstance(opts, dict):
-            raise ModelpressError(f"{_where(keys['options'][1], path)}: 'options' must be a mapping")
+        technique, opts, keys = parse_step(node, raw, path, "a step")
         try:
-            build_pass(str(raw["technique"]), opts)
+            build_pass(technique, opts)
         except ModelpressError as e:
             at = keys["options"][1] if "options" in keys and "option" in str(e) else keys["technique"][1]
             raise ModelpressError(f"{_where(at, path)}: {e}") from None
-        steps.append(Step(str(raw["technique"]), opts))
+        steps.append(Step(technique, opts))
     base = path.parent
     resolve = lambda p: None if p is None else str((base / p) if not Path(p).is_absolute() else Path(p))  # noqa: E731
     return Recipe(resolve(doc["model"]), resolve(doc["output"]), steps, resolve(doc.get("calib")))

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from modelpress.benchmarks.evaluate import evaluate
-from modelpress.cache import data_sha256, file_sha256, key_of
 from modelpress.benchmarks.presets import EdgeProfile
 from modelpress.benchmarks.profiler import ProfileConfig, profile_model
 from modelpress.benchmarks.report import Variant, build_report, render_markdown
+from modelpress.cache import data_sha256, file_sha256, key_of
 from modelpress.data import Dataset
 from modelpress.io import write_json, write_text
 from modelpress.onnxutil import check_onnx_file, graph_stats, model_size_bytes, op_counts
@@ -55,9 +55,13 @@ def _progress(enabled: bool) -> Iterator[Any]:
         yield p
 
 
+def default_metric(eval_data: Dataset) -> str:
+    return "top1" if eval_data.labels is not None else "agreement"
+
+
 def check_chain(steps: list[tuple[str, dict[str, Any]]], has_source: bool = True) -> None:
     """A chain is PyTorch techniques (if any) first, then ONNX passes; every name and option must be valid."""
-    from modelpress.optimizers.pytorch import build_torch_pass, is_torch_technique
+    from modelpress.optimizers.pytorch import build_torch_pass
 
     seen_onnx = None
     for technique, options in steps:
@@ -84,7 +88,7 @@ def _build(c: Candidate, reference: Path, path: Path, calib: Dataset | None, sou
            finetune: Any, train_data: Dataset | None) -> list[Any]:
     """Make one candidate: PyTorch steps on the source then export, then the ONNX passes."""
     from modelpress.optimizers.base import PassResult
-    from modelpress.optimizers.pytorch import compress_and_export, is_torch_technique
+    from modelpress.optimizers.pytorch import compress_and_export
 
     torch_steps = [s for s in c.steps if is_torch_technique(s[0])]
     onnx_steps = c.steps[len(torch_steps):]
@@ -125,59 +129,64 @@ def compare(
     title: str = "modelpress comparison", task: dict[str, Any] | None = None, max_accuracy_drop: float = 0.01,
     show_progress: bool = True, metric: str | None = None, source: str | None = None, export_config: Any = None,
     finetune: Any = None, train_data: Dataset | None = None, cache: Any = None, selection: dict | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`metric`: "top1" (needs labels), "agreement" (top-1 agreement with fp32) or "cosine" (mean cosine
     similarity to fp32's outputs, for embedding models); default top1 with labels, else agreement.
     A candidate whose technique fails is reported under `failed` and the study goes on.
 
     Chains may start with PyTorch techniques (pruning, low-rank): those run on `source` (the factory the
-    reference was exported from), with `finetune`/`train_data`, before export with `export_config`."""
+    reference was exported from), with `finetune`/`train_data`, before export with `export_config`.
+    `cache` (a StepCache) reuses finished builds, evaluations and profiles; `extra` is merged into the report."""
     reference = check_onnx_file(reference)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pcfg = profile_config or ProfileConfig(op_breakdown=True)
-    metric = metric or ("top1" if eval_data.labels is not None else "agreement")
+    metric = metric or default_metric(eval_data)
     for c in candidates:  # fail on a bad technique or option before any work is done
         check_chain(c.steps, has_source=source is not None)
     failed: dict[str, str] = {}
 
     variants = [_variant("fp32", None, reference)]
     paths = {"fp32": reference}
+    ref_sha, eval_sha = variants[0].sha256, data_sha256(eval_data) if cache is not None else None
+    build_inputs = None if cache is None else [
+        ref_sha, data_sha256(calib_data), source, asdict(export_config) if export_config else None,
+        asdict(finetune) if finetune else None]
+    train_sha = data_sha256(train_data) if cache is not None else None
     with _progress(show_progress) as prog:
         task_id = prog.add_task("compressing", total=len(candidates)) if prog else None
         for c in candidates:
             if prog:
                 prog.update(task_id, description=f"compressing: {c.name}")
             path = out_dir / f"{c.name}.onnx"
-            goal_note: list[str] = []
-            bkey = None if cache is None else key_of(
-                "build", file_sha256(reference), c.steps, data_sha256(calib_data), source,
-                asdict(export_config) if export_config else None, asdict(finetune) if finetune else None,
-                data_sha256(train_data) if any(is_torch_technique(t) for t, _ in c.steps) else None)
-            hit = cache.model(bkey) if cache is not None else None
+            bkey = hit = None
+            if cache is not None:
+                bkey = key_of("build", *build_inputs, c.steps,
+                              train_sha if any(is_torch_technique(t) for t, _ in c.steps) else None)
+                hit = cache.model(bkey)
             if hit is not None:
                 cache.restore(hit, path)
                 meta = cache.get("models", bkey)
-                paths[c.name] = path
-                variants.append(_variant(c.name, c.label, path, config=meta["config"], notes=meta["notes"]))
-                if prog:
-                    prog.advance(task_id)
-                continue
-            try:
-                results = _build(c, reference, path, calib_data, source, export_config, finetune, train_data)
-            except GoalNotMet as e:  # the best model found was saved: measure it, and say it misses its goal
-                results, goal_note = [], [str(e)]
-            except Exception as e:  # one candidate's failure must not end the study: record it, go on
-                failed[c.name] = str(e) if isinstance(e, ModelpressError) else f"internal error: {type(e).__name__}: {e}"
-                if prog:
-                    prog.advance(task_id)
-                continue
+                config, notes = meta["config"], meta["notes"]
+            else:
+                goal_note: list[str] = []
+                try:
+                    results = _build(c, reference, path, calib_data, source, export_config, finetune, train_data)
+                except GoalNotMet as e:  # the best model found was saved: measure it, and say it misses its goal
+                    results, goal_note = [], [str(e)]
+                except Exception as e:  # one candidate's failure must not end the study: record it, go on
+                    failed[c.name] = str(e) if isinstance(e, ModelpressError) else \
+                        f"internal error: {type(e).__name__}: {e}"
+                    if prog:
+                        prog.advance(task_id)
+                    continue
+                config = results[0].config if len(results) == 1 else {r.technique: r.config for r in results}
+                notes = [f"{r.technique}: {n}" for r in results for n in r.notes] + goal_note
+                if cache is not None:
+                    cache.put_model(bkey, path, {"config": config, "notes": notes})
             paths[c.name] = path
-            config = results[0].config if len(results) == 1 else {r.technique: r.config for r in results}
-            variants.append(_variant(c.name, c.label, path, config=config,
-                                     notes=[f"{r.technique}: {n}" for r in results for n in r.notes] + goal_note))
-            if cache is not None:
-                cache.put_model(bkey, path, {"config": config, "notes": variants[-1].notes})
+            variants.append(_variant(c.name, c.label, path, config=config, notes=notes))
             if prog:
                 prog.advance(task_id)
 
@@ -186,8 +195,7 @@ def compare(
         for v in variants:
             if prog:
                 prog.update(task_id, description=f"evaluating: {v.name}")
-            ekey = None if cache is None else key_of("eval", file_sha256(paths[v.name]), file_sha256(reference),
-                                                     data_sha256(eval_data))
+            ekey = None if cache is None else key_of("eval", v.sha256, ref_sha, eval_sha)
             got = cache.get("evals", ekey) if cache is not None else None
             if got is None:
                 if ref_out is None and v is not variants[0]:
@@ -203,12 +211,12 @@ def compare(
 
         task_id = prog.add_task("profiling", total=len(variants) * len(profiles)) if prog else None
         profile_inputs = eval_data.take(64)
+        inputs_sha = data_sha256(profile_inputs) if cache is not None else None
         for prof in profiles:
             for v in variants:
                 if prog:
                     prog.update(task_id, description=f"profiling: {v.name} @ {prof.name}")
-                pkey = None if cache is None else key_of("profile", file_sha256(paths[v.name]), prof.to_dict(),
-                                                         asdict(pcfg), data_sha256(profile_inputs))
+                pkey = None if cache is None else key_of("profile", v.sha256, prof.to_dict(), asdict(pcfg), inputs_sha)
                 got = cache.get("profiles", pkey) if cache is not None else None
                 if got is None:
                     got = profile_model(paths[v.name], prof, pcfg, data=profile_inputs,
@@ -227,6 +235,9 @@ def compare(
         selection=selection,
     )
     report["failed"] = failed
+    if cache is not None:
+        report["cache"] = {"hits": cache.hits, "misses": cache.misses}
+    report.update(extra or {})
     write_json(out_dir / "report.json", report)
     write_text(out_dir / "report.md", render_markdown(report))
     return report

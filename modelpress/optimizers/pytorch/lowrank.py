@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from modelpress.errors import ModelpressError
 from modelpress.optimizers.base import PassConfig
-from modelpress.optimizers.pytorch import TorchPass, TorchPassResult, check_fraction, register_torch_pass, select_layers
+from modelpress.optimizers.pytorch import TorchPass, TorchPassResult, check_fraction, register_torch_pass
 
 
 @dataclass
@@ -48,7 +48,7 @@ class LowRank(TorchPass):
 
         cfg: LowRankConfig = self.config
         report = []
-        for name, mod in select_layers(model, cfg.exclude, cfg.keep_last, self.name):
+        for name, mod in self.selected_layers(model):
             is_conv = isinstance(mod, nn.Conv2d)
             if is_conv and (mod.kernel_size != (1, 1) or mod.groups != 1 or mod.stride != (1, 1)
                             or mod.padding not in ((0, 0), "valid")):

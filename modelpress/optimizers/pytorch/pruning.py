@@ -20,7 +20,7 @@ from typing import Literal
 from modelpress.errors import ModelpressError
 from modelpress.optimizers.base import PassConfig
 from modelpress.optimizers.pytorch import (
-    TorchPass, TorchPassResult, check_fraction, register_torch_pass, select_layers, weighted_layers,
+    TorchPass, TorchPassResult, check_fraction, register_torch_pass, weighted_layers,
 )
 
 
@@ -52,8 +52,15 @@ class UnstructuredConfig(PassConfig):
         check_fraction(self.sparsity, "prune-unstructured: sparsity")
 
 
+class _MaskPrune(TorchPass):
+    """Pruning by torch.nn.utils.prune masks: they stay through fine-tuning and are folded in at the end."""
+
+    def finalize(self, model) -> None:
+        _remove_masks(model)
+
+
 @register_torch_pass
-class UnstructuredPrune(TorchPass):
+class UnstructuredPrune(_MaskPrune):
     name = "prune-unstructured"
     summary = "magnitude pruning of single weights (torch.nn.utils.prune); the ONNX stays dense"
     config_cls = UnstructuredConfig
@@ -62,7 +69,7 @@ class UnstructuredPrune(TorchPass):
         from torch.nn.utils import prune
 
         cfg: UnstructuredConfig = self.config
-        layers = select_layers(model, cfg.exclude, cfg.keep_last, self.name)
+        layers = self.selected_layers(model)
         if cfg.scope == "global":
             prune.global_unstructured([(m, "weight") for _, m in layers], pruning_method=prune.L1Unstructured,
                                       amount=cfg.sparsity)
@@ -74,9 +81,6 @@ class UnstructuredPrune(TorchPass):
         return model, TorchPassResult(self.name, cfg.to_dict(), _mask_report(layers),
                                       [f"{zeros / total:.1%} of the pruned layers' weights are zero; the exported "
                                        "ONNX is dense (same size and FLOPs), so only compressed size can drop"])
-
-    def finalize(self, model) -> None:
-        _remove_masks(model)
 
 
 @dataclass
@@ -107,7 +111,7 @@ def nm_mask(weight, n: int, m: int):
 
 
 @register_torch_pass
-class NMPrune(TorchPass):
+class NMPrune(_MaskPrune):
     name = "prune-nm"
     summary = "N:M semi-structured sparsity (default 2:4) via torch.nn.utils.prune masks; the ONNX stays dense"
     config_cls = NMConfig
@@ -117,7 +121,7 @@ class NMPrune(TorchPass):
 
         cfg: NMConfig = self.config
         layers, skipped = [], []
-        for name, mod in select_layers(model, cfg.exclude, cfg.keep_last, self.name):
+        for name, mod in self.selected_layers(model):
             fan_in = mod.weight.shape[1]
             if getattr(mod, "groups", 1) != 1 or fan_in % cfg.m:
                 why = "a grouped convolution" if getattr(mod, "groups", 1) != 1 else \
@@ -138,9 +142,6 @@ class NMPrune(TorchPass):
         if skipped:
             notes.append(f"left dense ({len(skipped)} layers the pattern cannot fit): {', '.join(skipped)}")
         return model, TorchPassResult(self.name, cfg.to_dict(), _mask_report(layers), notes)
-
-    def finalize(self, model) -> None:
-        _remove_masks(model)
 
 
 @dataclass
@@ -171,7 +172,7 @@ class StructuredPrune(TorchPass):
         import torch
 
         cfg: StructuredConfig = self.config
-        chosen = {id(m) for _, m in select_layers(model, cfg.exclude, cfg.keep_last, self.name)}
+        chosen = {id(m) for _, m in self.selected_layers(model)}
         before = {n: (type(m).__name__, list(m.weight.shape)) for n, m in weighted_layers(model)}
         ignored = [m for _, m in weighted_layers(model) if id(m) not in chosen]
         importance = {"l1": tp.importance.GroupMagnitudeImportance(p=1),
