@@ -16,8 +16,49 @@ import numpy as np
 from modelpress.errors import ModelpressError
 from modelpress.io import atomic_path
 from modelpress.runtimes.base import TensorSpec
+from modelpress.yamlsafe import clip, short
 
 LABELS_KEY = "labels"
+_UNLOADABLE_KINDS = {"O": "Python objects (dtype object)", "V": "records or raw bytes (a structured/void dtype)",
+                     "M": "dates (datetime64)", "m": "time spans (timedelta64)"}
+
+
+def positive_int(value, what: str) -> int:
+    """`value` as an int >= 1, or one line saying what is wrong (batch sizes, sample counts, lengths)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ModelpressError(f"{what} must be a whole number >= 1, got {short(value)}")
+    return int(value)
+
+
+def _check_array(name: str, arr) -> None:
+    if not isinstance(arr, np.ndarray):
+        raise ModelpressError(f"array {short(name)} is a {type(arr).__name__}, not a numpy array")
+    kind = _UNLOADABLE_KINDS.get(arr.dtype.kind)
+    if kind:
+        raise ModelpressError(f"array {short(name)} holds {kind}; model inputs and labels are numeric arrays")
+    if arr.ndim == 0:
+        raise ModelpressError(f"array {short(name)} is a single value (0-d); each array needs a first axis of samples")
+    if len(arr) and arr.size == 0:
+        raise ModelpressError(f"array {short(name)} is empty (shape {list(arr.shape)}): each sample has no values")
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    """Integer class labels, one per sample ([N] or [N, 1]); whole-valued floats are accepted as integers."""
+    _check_array(LABELS_KEY, labels)
+    if labels.ndim > 2 or labels.ndim == 2 and labels.shape[1] != 1:
+        raise ModelpressError(f"labels must hold one class index per sample (shape [samples]), got shape "
+                              f"{list(labels.shape)}")
+    if labels.dtype.kind in "iu":
+        return labels
+    if labels.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if not bad.any():
+            return labels.astype(np.int64)
+        i = int(np.flatnonzero(bad.reshape(-1))[0])
+        raise ModelpressError(f"labels must be integer class indices; {int(bad.sum())} of {len(labels)} are not "
+                              f"(e.g. {short(labels.reshape(-1)[i].item())} at sample {i})")
+    raise ModelpressError(f"labels must be integer class indices, got dtype {labels.dtype}")
 
 
 @dataclass
@@ -28,21 +69,29 @@ class Dataset:
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ModelpressError("data has no input arrays")
+        for k, v in self.inputs.items():
+            _check_array(k, v)
+        if self.labels is not None:
+            _check_array(LABELS_KEY, self.labels)
         counts = {k: len(v) for k, v in self.inputs.items()}
         if self.labels is not None:
             counts[LABELS_KEY] = len(self.labels)
         if len(set(counts.values())) != 1:
-            raise ModelpressError(f"arrays disagree on the number of samples (first axis): {counts}")
+            raise ModelpressError(f"arrays disagree on the number of samples (first axis): {short(counts, 300)}")
         if len(self) == 0:
             raise ModelpressError("data holds zero samples")
+        if self.labels is not None:
+            self.labels = _check_labels(self.labels)
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
 
     def take(self, n: int) -> "Dataset":
+        positive_int(n, "the number of samples to take")
         return Dataset({k: v[:n] for k, v in self.inputs.items()}, None if self.labels is None else self.labels[:n])
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        batch_size = positive_int(batch_size, "batch size")
         for i in range(0, len(self), batch_size):
             yield {k: v[i : i + batch_size] for k, v in self.inputs.items()}
 
@@ -55,17 +104,31 @@ class Dataset:
                 np.savez(f, **arrays)
         return Path(path)
 
+    def check_finite(self, what: str = "data") -> None:
+        """Fail with one line naming the first float input holding NaN or Inf, and in how many samples."""
+        for name, arr in self.inputs.items():
+            if arr.dtype.kind not in "fc":
+                continue
+            flat = arr.reshape(len(arr), -1)
+            bad = np.concatenate([~np.isfinite(flat[i : i + 4096]).all(axis=1) for i in range(0, len(flat), 4096)])
+            if bad.any():
+                raise ModelpressError(
+                    f"{what}: input {short(name)} has NaN or Inf values in {int(bad.sum())} of {len(arr)} samples "
+                    f"(first: sample {int(np.argmax(bad))}); fix or drop those samples")
+
     def check_against(self, specs: Sequence[TensorSpec], what: str = "data") -> None:
-        """Fail with one line naming the first input whose name, dtype or shape does not fit the model."""
+        """Fail with one line naming the first input whose name, dtype or shape does not fit the model, or
+        that holds NaN/Inf (check_finite)."""
         names = {s.name for s in specs}
         missing = [s.name for s in specs if s.name not in self.inputs]
         if missing:
             raise ModelpressError(
-                f"{what} lacks model input(s) {missing}; it has {sorted(self.inputs)} (keys must be the model's input names)"
+                f"{what} lacks model input(s) {missing}; it has {short(sorted(self.inputs), 200)} (keys must be the "
+                "model's input names)"
             )
         extra = sorted(set(self.inputs) - names)
         if extra:
-            raise ModelpressError(f"{what} has arrays {extra} that are not model inputs {sorted(names)}")
+            raise ModelpressError(f"{what} has arrays {short(extra, 200)} that are not model inputs {sorted(names)}")
         for s in specs:
             arr = self.inputs[s.name]
             if str(arr.dtype) != s.dtype:
@@ -76,6 +139,7 @@ class Dataset:
                 raise ModelpressError(
                     f"{what}: input {s.name!r} has per-sample shape {list(got)}, the model wants {_fmt(want)}"
                 )
+        self.check_finite(what)
 
 
 def _fmt(shape: Sequence) -> str:
@@ -87,12 +151,29 @@ def load_npz(path: str | Path) -> Dataset:
     if not path.is_file():
         raise ModelpressError(f"no such data file: {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        loaded = np.load(path, allow_pickle=False)
     except Exception as e:
-        raise ModelpressError(f"{path} is not a readable .npz file: {e}") from None
+        why = "not a zip archive of .npy arrays (np.savez)" if "pickle" in str(e) else clip(e, 200)
+        raise ModelpressError(f"{path} is not a readable .npz file: {why}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ModelpressError(f"{path} is a single .npy array, not an .npz file of named arrays (np.savez)")
+    arrays = {}
+    with loaded as z:
+        for k in z.files:
+            try:
+                arrays[k] = z[k]
+            except ValueError as e:
+                if "allow_pickle" in str(e):
+                    raise ModelpressError(f"{path}: array {short(k)} holds Python objects (dtype object), which "
+                                          "modelpress does not load; save numeric arrays") from None
+                raise ModelpressError(f"{path}: array {short(k)} is not readable: {clip(e, 200)}") from None
+            except Exception as e:
+                raise ModelpressError(f"{path}: array {short(k)} is not readable: {clip(e, 200)}") from None
     labels = arrays.pop(LABELS_KEY, None)
-    return Dataset(arrays, labels)
+    try:
+        return Dataset(arrays, labels)
+    except ModelpressError as e:
+        raise ModelpressError(f"{path}: {e}") from None
 
 
 def batch_size_for(specs: Sequence[TensorSpec], wanted: int) -> int:
@@ -105,6 +186,8 @@ def synthetic(
     specs: Sequence[TensorSpec], batch_size: int = 1, samples: int = 8, dims: Mapping[str, int] | None = None, seed: int = 0
 ) -> Dataset:
     """Random inputs shaped by the model's signature; symbolic non-batch dims must be given in `dims`."""
+    positive_int(batch_size, "batch size")
+    positive_int(samples, "samples")
     rng = np.random.default_rng(seed)
     dims = dict(dims or {})
     inputs = {}
@@ -220,6 +303,7 @@ def from_text(path: str | Path, tokenizer_dir: str | Path, max_length: int = 128
     import os
 
     path, tokenizer_dir = Path(path), Path(tokenizer_dir)
+    positive_int(max_length, "max length")
     if not path.is_file():
         raise ModelpressError(f"no such text file: {path}")
     if not tokenizer_dir.is_dir():

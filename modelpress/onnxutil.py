@@ -28,7 +28,110 @@ def check_onnx_file(path: str | Path) -> Path:
         raise ModelpressError(f"cannot read {path} as ONNX: {e}") from None
     if model.ir_version <= 0 or not model.graph.node:
         raise ModelpressError(f"{path} is not an ONNX model (no IR version or no graph nodes)")
+    if model.ir_version < 3:
+        raise ModelpressError(f"{path}: ONNX IR version {model.ir_version} is too old (modelpress needs IR 3 or newer, "
+                              "with opset imports); re-export the model with a current exporter")
+    _check_opset_imports(model, path)
+    _check_external_data(model, path)
     return path
+
+
+def _graphs(graph):
+    """`graph` and every subgraph under it (If/Loop/Scan bodies)."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _graphs(attr.g)
+            for g in attr.graphs:
+                yield from _graphs(g)
+
+
+def _check_opset_imports(model, path: Path) -> None:
+    norm = lambda d: d or "ai.onnx"  # noqa: E731  ('' and 'ai.onnx' are the same domain)
+    imported = {}
+    for o in model.opset_import:
+        imported[norm(o.domain)] = o.version
+    if "ai.onnx" in imported and imported["ai.onnx"] < 1:
+        raise ModelpressError(f"{path}: invalid opset version {imported['ai.onnx']} for the default ONNX domain")
+    used = {norm(n.domain) for g in _graphs(model.graph) for n in g.node}
+    for f in model.functions:
+        used |= {norm(n.domain) for n in f.node}
+    missing = sorted(used - set(imported) - {norm(f.domain) for f in model.functions})
+    if missing:
+        from modelpress.yamlsafe import short
+
+        raise ModelpressError(f"{path}: the model has no opset import for operator domain(s) {short(missing, 120)} "
+                              "(an invalid or very old model); re-export it with a current exporter")
+
+
+def _tensors(model):
+    """Every TensorProto in the model that could hold data: initializers, Constant values, subgraphs, functions."""
+    def from_attrs(attrs):
+        for attr in attrs:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
+            for st in attr.sparse_tensors:
+                yield st.values
+                yield st.indices
+
+    for g in _graphs(model.graph):
+        yield from g.initializer
+        for st in g.sparse_initializer:
+            yield st.values
+            yield st.indices
+        for node in g.node:
+            yield from from_attrs(node.attribute)
+    for f in model.functions:
+        for node in f.node:
+            yield from from_attrs(node.attribute)
+
+
+def _check_external_data(model, path: Path) -> None:
+    """Each external data file must exist inside the model's folder and hold the bytes the model points at."""
+    import os
+    import re
+
+    import onnx
+
+    from modelpress.yamlsafe import short
+
+    folder = Path(os.path.realpath(path.parent))
+    sizes: dict[str, int] = {}
+    for t in _tensors(model):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {kv.key: kv.value for kv in t.external_data}
+        loc = info.get("location", "")
+        name = short(t.name, 60)
+        if not loc:
+            raise ModelpressError(f"{path}: tensor {name} keeps its data externally but names no file")
+        if Path(loc).is_absolute() or re.match(r"^[A-Za-z]:|^[\\/]", loc) or ".." in re.split(r"[\\/]", loc) \
+                or "\0" in loc:
+            raise ModelpressError(f"{path}: external data file {short(loc)} of tensor {name} is outside the model's "
+                                  "folder (an absolute path or '..'); refusing to read it")
+        if loc not in sizes:
+            target = path.parent / loc
+            real = Path(os.path.realpath(target))
+            if not (real == folder or real.is_relative_to(folder)):
+                raise ModelpressError(f"{path}: external data file {short(loc)} of tensor {name} links outside the "
+                                      "model's folder; refusing to read it")
+            if not target.is_file():
+                raise ModelpressError(f"{path}: external data file {short(loc)} of tensor {name} is missing (it must "
+                                      "sit beside the model)")
+            sizes[loc] = target.stat().st_size
+        try:
+            offset, length = int(info.get("offset", 0)), int(info.get("length", 0))
+        except ValueError:
+            raise ModelpressError(f"{path}: tensor {name} has an invalid external data offset or length") from None
+        if offset < 0 or length < 0 or offset + length > sizes[loc]:
+            raise ModelpressError(f"{path}: external data file {short(loc)} is {sizes[loc]:,} bytes, too short for "
+                                  f"tensor {name} (offset {offset:,} + length {length:,}): truncated or not this "
+                                  "model's data")
 
 
 def model_size_bytes(path: str | Path) -> int:

@@ -16,6 +16,7 @@ so a later modelpress with other defaults still replays the same run.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import yaml
 
 from modelpress.errors import ModelpressError
 from modelpress.io import write_text
+from modelpress.yamlsafe import clip, load_yaml_file, short
 
 RECIPE_VERSION = 1
 _TOP_KEYS = {"modelpress", "model", "output", "calib", "steps"}
@@ -68,7 +70,30 @@ def _where(node: yaml.Node, path: Path) -> str:
 def _mapping(node: yaml.Node, path: Path, what: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
     if not isinstance(node, yaml.MappingNode):
         raise ModelpressError(f"{_where(node, path)}: {what} must be a mapping (key: value)")
-    return {k.value: (k, v) for k, v in node.value}
+    out = {}
+    for k, v in node.value:
+        if not isinstance(k, yaml.ScalarNode):
+            raise ModelpressError(f"{_where(k, path)}: a key in {what} must be a name, not a list or mapping")
+        out[k.value] = (k, v)
+    return out
+
+
+def resolve_output(value: Any, node: yaml.Node, path: Path, allow_outside: bool = False,
+                   normalize: bool = False) -> str:
+    """A recipe's `output`, relative to the recipe's folder; refused when it is empty, absolute or lands
+    outside that folder (`..`, a link) unless `allow_outside`."""
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise ModelpressError(f"{_where(node, path)}: 'output' must be a non-empty file path (a string)")
+    base = path.parent
+    target = Path(value) if Path(value).is_absolute() else base / value
+    if not allow_outside:
+        root = Path(os.path.realpath(base))
+        real = Path(os.path.realpath(target))
+        if Path(value).is_absolute() or not (real == root or real.is_relative_to(root)):
+            raise ModelpressError(
+                f"{_where(node, path)}: output {short(value)} is outside the recipe's folder {short(str(root), 120)}; "
+                "use a path under that folder, or allow it explicitly with --allow-outside (allow_outside=True)")
+    return os.path.normpath(target) if normalize else str(target)
 
 
 def parse_step(node: yaml.Node, raw: dict, path: Path, what: str) -> tuple[str, dict[str, Any], dict]:
@@ -76,43 +101,49 @@ def parse_step(node: yaml.Node, raw: dict, path: Path, what: str) -> tuple[str, 
     keys = _mapping(node, path, what)
     for key, (k, _) in keys.items():
         if key not in _STEP_KEYS:
-            raise ModelpressError(f"{_where(k, path)}: unknown step key {key!r}; step keys are {sorted(_STEP_KEYS)}")
+            raise ModelpressError(f"{_where(k, path)}: unknown step key {short(key)}; "
+                                  f"step keys are {sorted(_STEP_KEYS)}")
     if "technique" not in keys:
         raise ModelpressError(f"{_where(node, path)}: {what} needs 'technique'")
+    if not isinstance(raw.get("technique"), str):
+        raise ModelpressError(f"{_where(keys['technique'][1], path)}: 'technique' must be a technique name (a string), "
+                              f"got {short(raw.get('technique'))}")
     opts = raw.get("options") or {}
     if not isinstance(opts, dict):
         raise ModelpressError(f"{_where(keys['options'][1], path)}: 'options' must be a mapping")
     return str(raw["technique"]), opts, keys
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Parse and check a recipe; errors name the file, the line and the key."""
+def load_recipe(path: str | Path, *, allow_outside: bool = False) -> Recipe:
+    """Parse and check a recipe; errors name the file, the line and the key.
+
+    The output must lie under the recipe's folder unless `allow_outside` (the CLI's --allow-outside).
+    The YAML is bounded (size, aliases, expanded size: see modelpress.yamlsafe).
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelpressError(f"no such recipe: {path}")
-    try:
-        root = yaml.compose(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ModelpressError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    root, doc = load_yaml_file(path)
     if root is None:
         raise ModelpressError(f"{path}: the recipe is empty")
     top = _mapping(root, path, "the recipe")
     for key, (k, _) in top.items():
         if key not in _TOP_KEYS:
-            raise ModelpressError(f"{_where(k, path)}: unknown key {key!r}; recipe keys are {sorted(_TOP_KEYS)}")
+            raise ModelpressError(f"{_where(k, path)}: unknown key {short(key)}; recipe keys are {sorted(_TOP_KEYS)}")
     for key in ("model", "output", "steps"):
         if key not in top:
             raise ModelpressError(f"{path}: missing key {key!r}")
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     version = doc.get("modelpress", RECIPE_VERSION)
-    if version != RECIPE_VERSION:
-        raise ModelpressError(f"{_where(top['modelpress'][1], path)}: recipe version {version!r} is not supported "
+    if version != RECIPE_VERSION or isinstance(version, bool):
+        raise ModelpressError(f"{_where(top['modelpress'][1], path)}: recipe version {short(version)} is not supported "
                               f"(this modelpress reads version {RECIPE_VERSION})")
     for key in ("model", "output", "calib"):
-        if key in top and not isinstance(doc[key], (str, type(None))):
+        if key in top and not isinstance(doc.get(key), (str, type(None))):
             raise ModelpressError(f"{_where(top[key][1], path)}: {key!r} must be a file path (a string)")
+    for key in ("model", "output"):
+        if not isinstance(doc.get(key), str) or not doc[key].strip():
+            raise ModelpressError(f"{_where(top[key][1], path)}: {key!r} must be a non-empty file path (a string)")
+    output = resolve_output(doc["output"], top["output"][1], path, allow_outside)
     steps_node = top["steps"][1]
     if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
         raise ModelpressError(f"{_where(steps_node, path)}: 'steps' must be a non-empty list")
@@ -125,8 +156,8 @@ def load_recipe(path: str | Path) -> Recipe:
             build_pass(technique, opts)
         except ModelpressError as e:
             at = keys["options"][1] if "options" in keys and "option" in str(e) else keys["technique"][1]
-            raise ModelpressError(f"{_where(at, path)}: {e}") from None
+            raise ModelpressError(f"{_where(at, path)}: {clip(e)}") from None
         steps.append(Step(technique, opts))
     base = path.parent
     resolve = lambda p: None if p is None else str((base / p) if not Path(p).is_absolute() else Path(p))  # noqa: E731
-    return Recipe(resolve(doc["model"]), resolve(doc["output"]), steps, resolve(doc.get("calib")))
+    return Recipe(resolve(doc["model"]), output, steps, resolve(doc.get("calib") or None))

@@ -229,4 +229,4 @@ def test_example_recipe_parses(tmp_path, tiny_npz):
     rec = load_study_recipe(tmp_path / "examples" / src.name)
     assert [c["name"] for c in rec.candidates] == ["static-int8", "fp16", "pruned-50", "pruned-50-int8"]
     assert rec.candidates[3]["chain"] == [("prune-structured", {"sparsity": 0.5}), ("static-int8", {})]
-    assert Path(rec.output).resolve() == (tmp_path / "modelpress-study-digits").resolve()
+    assert Path(rec.output).resolve() == (tmp_path / "examples" / "modelpress-study-digits").resolve()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelpress.data import Dataset, batch_size_for
+from modelpress.data import Dataset, batch_size_for, positive_int
 from modelpress.errors import ModelpressError
 from modelpress.runtimes import create_runner
 
@@ -34,6 +34,7 @@ class EvalResult:
 
 def predict(model: str | Path, data: Dataset, batch_size: int = 64, runtime: str = "ort-cpu") -> np.ndarray:
     """The model's first output over all samples, batched."""
+    batch_size = positive_int(batch_size, "batch size")
     with create_runner(runtime, model) as r:
         data.check_against(r.inputs, "evaluation data")
         bs = batch_size_for(r.inputs, batch_size)
@@ -42,12 +43,28 @@ def predict(model: str | Path, data: Dataset, batch_size: int = 64, runtime: str
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share of samples whose highest-scoring class is the label; labels must be class indices 0..classes-1."""
     if logits.ndim != 2:
         raise ModelpressError(f"top-1 needs a [samples, classes] output, the model gives {list(logits.shape)}")
-    return float((logits.argmax(axis=1) == labels.reshape(-1)).mean())
+    labels = np.asarray(labels).reshape(-1)
+    if labels.dtype.kind not in "iu":
+        raise ModelpressError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if len(labels) != len(logits):
+        raise ModelpressError(f"{len(labels)} labels for {len(logits)} model outputs")
+    classes = logits.shape[1]
+    outside = (labels < 0) | (labels >= classes)
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise ModelpressError(f"labels must be class indices 0..{classes - 1} (the model has {classes} output "
+                              f"classes); {int(outside.sum())} of {len(labels)} are outside (e.g. {int(labels[i])} "
+                              f"at sample {i})")
+    return float((logits.argmax(axis=1) == labels).mean())
 
 
 def fidelity(out: np.ndarray, ref: np.ndarray) -> Fidelity:
+    if len(out) != len(ref) or out.size // max(len(out), 1) != ref.size // max(len(ref), 1):
+        raise ModelpressError(f"the reference's output has shape {list(ref.shape)}, the model's {list(out.shape)}: "
+                              "they cannot be compared")
     a = out.reshape(len(out), -1).astype(np.float64)
     b = ref.reshape(len(ref), -1).astype(np.float64)
     cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
