@@ -6,6 +6,9 @@ Exit codes (stable, documented in the README):
   2  bad input or usage (missing file, wrong shapes, unknown preset, ...)
   3  a check failed (export parity outside tolerance, ...)
   4  an accuracy goal was not met (inc-tune): the best model found was saved anyway
+  5  `modelpress gate`: the new model regressed against the baseline
+  6  an artifact stayed below the fidelity floor (--min-fidelity) after every repair: nothing was
+     written at the requested path (--keep-best keeps the best try under a name that says so)
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ EXIT_BAD_INPUT = 2
 EXIT_CHECK_FAILED = 3
 EXIT_GOAL_NOT_MET = 4
 EXIT_REGRESSION = 5  # `modelpress gate`: the new model regressed against the baseline
+EXIT_BELOW_FLOOR = 6  # an artifact stayed below the fidelity floor after every repair
 
 
 class ModelpressError(Exception):
@@ -34,3 +38,9 @@ class GoalNotMet(ModelpressError):
     """An accuracy-aware search saved its best model, which misses the goal."""
 
     exit_code = EXIT_GOAL_NOT_MET
+
+
+class BelowFidelityFloor(ModelpressError):
+    """A technique's best artifact, repairs included, is less faithful to its source than the floor."""
+
+    exit_code = EXIT_BELOW_FLOOR

@@ -84,7 +84,7 @@ def test_inc_static_and_smoothquant(block, tmp_path):
         assert _cos(tmp_path / "i.onnx", data, ref) > 0.98
         # INC writes external data beside its output: we hand back one self-contained file, nothing else
         assert [p.name for p in tmp_path.iterdir()] == ["i.onnx"]
-    assert "SmoothQuant scales not folded" in res.notes[-1]  # INC 1.0 cannot fold into GELU's scalar Mul
+    assert any("SmoothQuant scales not folded" in n for n in res.notes)  # INC 1.0 cannot fold into GELU's scalar Mul
 
 
 def test_inc_dynamic(block, tmp_path):
@@ -138,12 +138,12 @@ def test_chain_and_recipe_round_trip(block, tmp_path):
                 "--dump-recipe", str(tmp_path / "recipes" / "run.yaml"), "--json")
     assert p.returncode == 0, p.stderr
     assert [s["technique"] for s in json.loads(p.stdout)["steps"]] == ["graph", "static-int8"]
-    rec = load_recipe(tmp_path / "recipes" / "run.yaml")
+    rec = load_recipe(tmp_path / "recipes" / "run.yaml", allow_outside=True)  # its output is ../out
     assert rec.steps[1].options["calibration"] == "percentile" and rec.steps[1].options["per_channel"] is True
     assert rec.output == str(tmp_path / "recipes" / ".." / "out" / "q.onnx")
     first = out.read_bytes()
     out.unlink()
-    p = run_cli("optimize", "--recipe", str(tmp_path / "recipes" / "run.yaml"))
+    p = run_cli("optimize", "--recipe", str(tmp_path / "recipes" / "run.yaml"), "--allow-outside")
     assert p.returncode == 0, p.stderr
     assert out.read_bytes() == first  # the replay gives the same artifact
 

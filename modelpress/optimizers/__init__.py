@@ -10,10 +10,11 @@ import shutil
 import tempfile
 
 from modelpress.data import Dataset
-from modelpress.errors import GoalNotMet, ModelpressError
+from modelpress.errors import BelowFidelityFloor, GoalNotMet, ModelpressError
 from modelpress.io import atomic_path
 from modelpress.onnxutil import check_onnx_file
 from modelpress.optimizers.base import Pass, PassConfig, PassResult, make_config
+from modelpress.validate import DEFAULT_MIN_FIDELITY, FidelityFloor, InvalidArtifact, Validator
 
 PASSES: dict[str, type[Pass]] = {}
 
@@ -33,17 +34,43 @@ def build_pass(name: str, options: dict[str, Any] | None = None) -> Pass:
 
 def optimize(
     model_in: str | Path, model_out: str | Path, technique: str, options: dict[str, Any] | None = None,
-    calib: Dataset | None = None,
+    calib: Dataset | None = None, *, min_fidelity: "FidelityFloor | str | None" = DEFAULT_MIN_FIDELITY,
+    data: Dataset | None = None, runtime: str = "ort-cpu", keep_best: bool = False, repair: bool = True,
+    validator: Validator | None = None,
 ) -> PassResult:
-    """Apply one technique to an ONNX file; the output appears only if the pass succeeds."""
+    """Apply one technique to an ONNX file. The output appears only if it is valid (checker, loads on
+    `runtime`, finite) and at least `min_fidelity` to the input on `data` (default: the calibration data,
+    else synthetic inputs); below the floor the technique's repairs run first. Raises BelowFidelityFloor
+    (exit 6) when nothing reaches the floor; `keep_best` then keeps the best try as NAME.below-floor.onnx."""
     p = build_pass(technique, options)
     model_in = check_onnx_file(model_in)
+    model_out = Path(model_out)
     if p.needs_calibration and calib is None:
         raise ModelpressError(f"{technique} needs calibration data: pass --calib FILE.npz")
-    if Path(model_out).resolve() == Path(model_in).resolve():
+    if model_out.resolve() == Path(model_in).resolve():
         raise ModelpressError("output must differ from the input model")
-    with atomic_path(model_out, suffix=".onnx") as tmp:
-        result = p.run(Path(model_in), tmp, calib)
+    if validator is None:
+        src = "evaluation data" if data is not None else "calibration data" if calib is not None else None
+        validator = Validator(model_in, data if data is not None else calib, runtime, min_fidelity, data_source=src)
+    with tempfile.TemporaryDirectory(prefix="modelpress-opt-") as work:
+        att, tries = run_validated(p, Path(model_in), calib, validator, Path(work), repair=repair)
+        result = att.result
+        result.validation = att.validation.to_dict() if att.validation else None
+        result.repairs = tries
+        if not att.passed:
+            kept = ""
+            if keep_best:
+                best = model_out.with_name(f"{model_out.stem}.below-floor{model_out.suffix or '.onnx'}")
+                with atomic_path(best, suffix=".onnx") as tmp:
+                    shutil.copyfile(att.path, tmp)
+                kept = f"; the best try was kept as {best}"
+            v = att.validation
+            raise BelowFidelityFloor(
+                f"{technique}: best {v.metric} {v.worst:.4f} on output {v.worst_output!r} is below the floor "
+                f"{v.floor} ({v.samples} samples of {v.data_source}); tried: {'; '.join(tries)}; nothing was "
+                f"written at {model_out}{kept} (lower the floor with --min-fidelity, or keep more layers in FP32)")
+        with atomic_path(model_out, suffix=".onnx") as tmp:
+            shutil.copyfile(att.path, tmp)
     if result.goal_met is False:
         raise GoalNotMet(f"{technique}: accuracy goal not met; the best model found was saved to {model_out} "
                          f"({result.notes[-1] if result.notes else ''})")
@@ -52,25 +79,89 @@ def optimize(
 
 def optimize_chain(
     model_in: str | Path, model_out: str | Path, steps: list[tuple[str, dict[str, Any]]], calib: Dataset | None = None,
+    *, min_fidelity: "FidelityFloor | str | None" = DEFAULT_MIN_FIDELITY, data: Dataset | None = None,
+    runtime: str = "ort-cpu", keep_best: bool = False,
 ) -> list[PassResult]:
-    """Apply techniques in order (e.g. graph then static-int8); only the final model is written."""
+    """Apply techniques in order (e.g. graph then static-int8); only the final model is written.
+
+    Each step is validated against its own input (so repairs happen where the damage is done), and the
+    final model once more against the chain's input: the floor holds end to end. An accuracy-aware step
+    that misses its goal mid-chain hands its best model on; the chain then raises GoalNotMet at the end."""
     if not steps:
         raise ModelpressError("a chain needs at least one technique")
     for name, opts in steps:  # every step's name and options are checked before any work
         build_pass(name, opts)
+    kw = dict(min_fidelity=min_fidelity, data=data, runtime=runtime)
     if len(steps) == 1:
-        return [optimize(model_in, model_out, steps[0][0], steps[0][1], calib)]
+        return [optimize(model_in, model_out, steps[0][0], steps[0][1], calib, keep_best=keep_best, **kw)]
     work = Path(tempfile.mkdtemp(prefix="modelpress-chain-"))
+    missed: list[str] = []
     try:
         results, current = [], Path(model_in)
-        for i, (name, opts) in enumerate(steps[:-1]):
+        for i, (name, opts) in enumerate(steps):
             nxt = work / f"step{i}-{name}.onnx"
-            results.append(optimize(current, nxt, name, opts, calib))
+            try:
+                results.append(optimize(current, nxt, name, opts, calib, **kw))
+            except GoalNotMet as e:
+                missed.append(str(e))
+                results.append(PassResult(name, build_pass(name, opts).config.to_dict(), [str(e)], goal_met=False))
             current = nxt
-        results.append(optimize(current, model_out, steps[-1][0], steps[-1][1], calib))
+        end = Validator(model_in, data if data is not None else calib, runtime, min_fidelity,
+                        data_source="evaluation data" if data is not None else "calibration data" if calib else None)
+        v = end.check(current)
+        results[-1].notes.append(f"whole chain vs its input: {v.summary()}")
+        if not v.passed:
+            raise BelowFidelityFloor(f"chain {' -> '.join(t for t, _ in steps)}: each step met the floor but together "
+                                     f"they reach {v.metric} {v.worst:.4f} on {v.worst_output!r}, below {v.floor}; "
+                                     f"nothing was written at {model_out}")
+        with atomic_path(model_out, suffix=".onnx") as tmp:
+            shutil.copyfile(current, tmp)
+        if missed:
+            raise GoalNotMet("; ".join(missed).replace(str(work), str(Path(model_out).parent)))
         return results
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_validated(p: Pass, model_in: Path, calib: Dataset | None, validator: Validator, work: Path,
+                  repair: bool = True) -> tuple[Any, list[str]]:
+    """Prepare the input, run the pass, validate, repair: (the attempt to keep, a line per try)."""
+    from modelpress.onnxutil import opset_of
+    from modelpress.optimizers.repair import RepairContext, refuse_if_quantized, upgrade_opset
+
+    notes: list[str] = []
+    source = model_in
+    if p.quantizes:
+        refuse_if_quantized(model_in, p.name)
+    need = p.min_opset()
+    if need and opset_of(model_in) < need:
+        upgraded, note = upgrade_opset(model_in, need, work, validator)
+        notes.append(note)
+        if upgraded is not None:
+            source = upgraded
+        else:
+            fallback = p.for_old_opset()
+            if fallback is None:
+                raise ModelpressError(f"{p.name}: {note}; this technique needs opset >= {need}")
+            p = fallback
+            notes.append(f"{p.name} runs in a form opset {opset_of(model_in)} supports: {p.config.to_dict()}")
+    ctx = RepairContext(source, calib, validator, work)
+    first = ctx.attempt(p, "as configured", strict=True)
+    chosen = first if first.passed else None
+    if chosen is None and repair:
+        for att in p.repairs(ctx, first):
+            if att.passed:
+                chosen = att
+    if chosen is None:
+        valid = [a for a in ctx.attempts if a.valid]
+        if not valid:
+            raise InvalidArtifact(f"{p.name} wrote no valid model: " + "; ".join(a.line() for a in ctx.attempts))
+        chosen = max(valid, key=lambda a: a.score)
+    tries = notes + [a.line() for a in ctx.attempts]
+    if chosen is not first:
+        tries.append(f"kept: {chosen.label}")
+    chosen.result.notes[:0] = notes
+    return chosen, tries
 
 
 # The registry: one import per technique module.

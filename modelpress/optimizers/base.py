@@ -12,10 +12,11 @@ import dataclasses
 import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
+from modelpress.yamlsafe import short
 
 
 @dataclass
@@ -30,6 +31,8 @@ class PassResult:
     config: dict[str, Any]
     notes: list[str] = dataclasses.field(default_factory=list)
     goal_met: bool | None = None  # accuracy-aware passes: False = best model saved, but over budget
+    validation: dict[str, Any] | None = None  # what the choke point measured (modelpress.validate)
+    repairs: list[str] = dataclasses.field(default_factory=list)  # every try the executor made, in order
 
 
 class Pass(abc.ABC):
@@ -37,9 +40,23 @@ class Pass(abc.ABC):
     summary: ClassVar[str]
     config_cls: ClassVar[type[PassConfig]] = PassConfig
     needs_calibration: ClassVar[bool] = False
+    quantizes: ClassVar[bool] = False  # refuses an input that is already quantized
 
     def __init__(self, config: PassConfig | None = None) -> None:
         self.config = config or self.config_cls()
+
+    def min_opset(self) -> int:
+        """The least opset the artifact's format needs (e.g. per-channel QDQ: 13); older inputs are upgraded."""
+        return 0
+
+    def for_old_opset(self) -> "Pass | None":
+        """This pass in a form that works below min_opset (e.g. per-tensor), when the upgrade fails."""
+        return None
+
+    def repairs(self, ctx: Any, first: Any) -> Iterator[Any]:
+        """Tries that may restore validity or fidelity (modelpress.optimizers.repair): yield attempts made with
+        `ctx.attempt(...)`, return when satisfied. Default: none."""
+        return iter(())
 
     @abc.abstractmethod
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
@@ -63,7 +80,7 @@ def make_config(cls: type[PassConfig], options: dict[str, Any], pass_name: str) 
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(options) - set(fields))
     if unknown:
-        raise ModelpressError(f"{pass_name}: unknown option(s) {unknown}; options are {sorted(fields)}")
+        raise ModelpressError(f"{pass_name}: unknown option(s) {short(unknown)}; options are {sorted(fields)}")
     values = {}
     for key, raw in options.items():
         values[key] = _coerce(raw, hints[key], f"{pass_name}: option {key}")
@@ -78,7 +95,7 @@ def _coerce(raw: Any, hint: Any, where: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Literal:
         if raw not in args:
-            raise ModelpressError(f"{where} must be one of {list(args)}, got {raw!r}")
+            raise ModelpressError(f"{where} must be one of {list(args)}, got {short(raw)}")
         return raw
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if raw is None and type(None) in args:
@@ -95,7 +112,7 @@ def _coerce(raw: Any, hint: Any, where: str) -> Any:
     if origin is list:
         items = raw.split(",") if isinstance(raw, str) else raw
         if not isinstance(items, (list, tuple)):
-            raise ModelpressError(f"{where} must be a list, got {raw!r}")
+            raise ModelpressError(f"{where} must be a list, got {short(raw)}")
         return [_coerce(x.strip() if isinstance(x, str) else x, args[0], where) for x in items]
     if hint is bool:
         if isinstance(raw, bool):
@@ -104,7 +121,7 @@ def _coerce(raw: Any, hint: Any, where: str) -> Any:
             return True
         if str(raw).lower() in ("false", "0", "no", "off"):
             return False
-        raise ModelpressError(f"{where} must be true or false, got {raw!r}")
+        raise ModelpressError(f"{where} must be true or false, got {short(raw)}")
     if hint in (int, float):
         try:
             if isinstance(raw, bool):
@@ -114,7 +131,7 @@ def _coerce(raw: Any, hint: Any, where: str) -> Any:
                 raise ValueError
             return value
         except (TypeError, ValueError):
-            raise ModelpressError(f"{where} must be {hint.__name__}, got {raw!r}") from None
+            raise ModelpressError(f"{where} must be {hint.__name__}, got {short(raw)}") from None
     if hint is str:
         return str(raw)
     return raw

@@ -21,6 +21,9 @@ class Fp16Config(PassConfig):
     op_block_list: list[str] = field(default_factory=list)  # added to ORT's default block list
     node_block_list: list[str] = field(default_factory=list)
     target: str = "ort-cpu"  # the runtime this artifact is for: warns where fp16 will not pay
+    # ONNX Runtime's basic graph optimization first (constant folding, BatchNorm fused into Conv): the float16
+    # converter mis-types BatchNormalization's statistics and Constant nodes on some exports (Paddle's)
+    fold_first: bool = False
 
 
 @register_pass
@@ -34,14 +37,61 @@ class Fp16(Pass):
         from onnxruntime.transformers import float16
 
         c: Fp16Config = self.config  # type: ignore[assignment]
-        model = onnx.load(str(model_in))
+        if c.fold_first:
+            import tempfile
+
+            from modelpress.optimizers.graph import ort_optimized
+
+            with tempfile.TemporaryDirectory(prefix="modelpress-fp16-") as tmp:
+                folded = Path(tmp) / "folded.onnx"
+                ort_optimized(model_in, folded, "basic")
+                model = onnx.load(str(folded))
+        else:
+            model = onnx.load(str(model_in))
         blocked = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(c.op_block_list))
         with captured_output():
             model = float16.convert_float_to_float16(
                 model, keep_io_types=c.keep_io_types, op_block_list=blocked, node_block_list=c.node_block_list or None
             )
+            # the converter appends the input Casts after their consumers on some graphs (Paddle/TF exports):
+            # "Nodes in a graph must be topologically sorted". Sort, which onnx.checker then confirms.
+            from onnxruntime.transformers.onnx_model import OnnxModel
+
+            OnnxModel(model).topological_sort()
         onnx.save(model, str(model_out))
         notes = []
         if c.target not in _FP16_EPS:
             notes.append(f"{c.target} has few float16 kernels: expect no speed-up (casts around most ops), only half the size")
+        if c.node_block_list:
+            notes.append(f"kept in FP32: {len(c.node_block_list)} node(s) ({', '.join(c.node_block_list[:6])}"
+                         f"{', ...' if len(c.node_block_list) > 6 else ''})")
         return PassResult(self.name, c.to_dict(), notes)
+
+    def repairs(self, ctx, first):
+        """Data-driven mixed precision: keep in FP32 the fewest nodes whose FP32 activations on real data are
+        the largest (overflow past 65504 first), found by doubling then bisection."""
+        from modelpress.optimizers.repair import exclusion_search, activation_ranking, with_options
+
+        c: Fp16Config = self.config  # type: ignore[assignment]
+        base = self
+        if not c.fold_first:
+            base = with_options(self, fold_first=True)
+            att = ctx.attempt(base, "folded first (constants, BatchNorm into Conv)")
+            yield att
+            if att.passed:
+                return
+            if att.score < first.score:
+                base = self
+        c = base.config  # type: ignore[assignment]
+        if "Constant" not in c.op_block_list:
+            # Constant nodes converted to float16 feed ops the converter keeps in float32 (Clip bounds, Resize
+            # scales in Paddle exports) without a Cast: keeping them float32 costs nothing in size.
+            base = with_options(base, op_block_list=[*c.op_block_list, "Constant"])
+            att = ctx.attempt(base, "Constant nodes kept in FP32")
+            yield att
+            if att.passed:
+                return
+        bc = base.config
+        ranked = [n for n in activation_ranking(ctx.source, ctx.data) if n not in c.node_block_list]
+        yield from exclusion_search(ctx, lambda nodes: with_options(base, node_block_list=bc.node_block_list + nodes),
+                                    ranked, "overflow-prone nodes")

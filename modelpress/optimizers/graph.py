@@ -14,6 +14,18 @@ from modelpress.optimizers import register_pass
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
 
 
+def ort_optimized(model_in: Path, model_out: Path, level: str) -> None:
+    """ONNX Runtime's offline graph optimization at `level`, written to `model_out`."""
+    import onnxruntime as ort
+
+    from modelpress.runtimes.ort import graph_opt_level
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = graph_opt_level(level)
+    so.optimized_model_filepath = str(model_out)
+    ort.InferenceSession(str(model_in), so, providers=["CPUExecutionProvider"])
+
+
 @dataclass
 class GraphConfig(PassConfig):
     tool: Literal["ort", "transformers", "onnxslim"] = "ort"
@@ -34,14 +46,7 @@ class GraphOptimize(Pass):
         notes: list[str] = []
         with captured_output():
             if c.tool == "ort":
-                import onnxruntime as ort
-
-                from modelpress.runtimes.ort import graph_opt_level
-
-                so = ort.SessionOptions()
-                so.graph_optimization_level = graph_opt_level(c.level)
-                so.optimized_model_filepath = str(model_out)
-                ort.InferenceSession(str(model_in), so, providers=["CPUExecutionProvider"])
+                ort_optimized(model_in, model_out, c.level)
                 if c.level == "all":
                     notes.append("level 'all' writes CPU-specific layouts (NCHWc): run this file on the CPU EP only")
             elif c.tool == "transformers":

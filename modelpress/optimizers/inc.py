@@ -124,6 +124,20 @@ class IncStatic(Pass):
     summary = "Intel Neural Compressor static INT8 (QDQ), optionally with SmoothQuant for transformers"
     config_cls = IncStaticConfig
     needs_calibration = True
+    quantizes = True
+
+    def min_opset(self) -> int:
+        return 13 if self.config.per_channel else 0  # type: ignore[attr-defined]  # per-channel QDQ's axis
+
+    def for_old_opset(self):
+        from modelpress.optimizers.repair import with_options
+
+        return with_options(self, per_channel=False)
+
+    def repairs(self, ctx, first):
+        from modelpress.optimizers.ort_quant import calibration_then_exclusion
+
+        yield from calibration_then_exclusion(self, ctx, first)
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         c: IncStaticConfig = self.config  # type: ignore[assignment]
@@ -161,6 +175,23 @@ class IncDynamic(Pass):
     name = "inc-dynamic"
     summary = "Intel Neural Compressor dynamic INT8 (no calibration)"
     config_cls = IncDynamicConfig
+    quantizes = True
+
+    def repairs(self, ctx, first):
+        """Per-channel weights, then the fewest most sensitive nodes kept in FP32."""
+        from modelpress.optimizers.ort_quant import _exclusion_repair
+        from modelpress.optimizers.repair import with_options
+
+        base = self
+        if not self.config.per_channel:  # type: ignore[attr-defined]
+            base = with_options(self, per_channel=True)
+            att = ctx.attempt(base, "per_channel=true")
+            yield att
+            if att.passed:
+                return
+            if att.score < first.score:
+                base = self
+        yield from _exclusion_repair(ctx, base)
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         c: IncDynamicConfig = self.config  # type: ignore[assignment]
@@ -217,6 +248,15 @@ class IncTune(Pass):
     summary = "Intel Neural Compressor accuracy-aware autotune: falls back sensitive layers to FP32 until the loss fits"
     config_cls = IncTuneConfig
     needs_calibration = True
+    quantizes = True
+
+    def min_opset(self) -> int:
+        return 13 if self.config.per_channel else 0  # type: ignore[attr-defined]
+
+    def for_old_opset(self):
+        from modelpress.optimizers.repair import with_options
+
+        return with_options(self, per_channel=False)
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         from modelpress.optimizers.sensitivity import layer_sensitivity

@@ -97,6 +97,7 @@ class DynamicInt8Config(PassConfig):
     # None = auto, as static-int8 does (on for x86 without VNNI).
     reduce_range: bool | None = False
     op_types: list[str] | None = None  # None: every op type ORT can quantize dynamically
+    exclude_nodes: list[str] = field(default_factory=list)
 
 
 @register_pass
@@ -104,6 +105,7 @@ class DynamicInt8(Pass):
     name = "dynamic-int8"
     summary = "ORT dynamic-range INT8: weights quantized offline, activations scaled at run time (no calibration)"
     config_cls = DynamicInt8Config
+    quantizes = True
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         from onnxruntime.quantization import quantize_dynamic
@@ -117,10 +119,36 @@ class DynamicInt8(Pass):
                 quantize_dynamic(
                     str(src), str(model_out), weight_type=_qtype(c.weight_type), per_channel=c.per_channel,
                     reduce_range=reduce_range, op_types_to_quantize=c.op_types,
+                    nodes_to_exclude=c.exclude_nodes or None,
                 )
         notes += rr_notes
         check_quantized(model_out, self.name)
         return PassResult(self.name, c.to_dict(), notes + fused_ops_note(model_in))
+
+    def repairs(self, ctx, first):
+        """Per-channel weights; then convolutions left in FP32 (ConvInteger is lossy and slow on CPUs);
+        then the fewest most sensitive nodes kept in FP32."""
+        from modelpress.onnxutil import op_counts
+        from modelpress.optimizers.repair import with_options
+
+        c: DynamicInt8Config = self.config  # type: ignore[assignment]
+        base, best = self, first
+        if not c.per_channel:
+            att = ctx.attempt(with_options(self, per_channel=True), "per_channel=true")
+            yield att
+            if att.passed:
+                return
+            if att.score > best.score:
+                base, best = with_options(self, per_channel=True), att
+        if "Conv" in op_counts(ctx.source) and (c.op_types is None or "Conv" in c.op_types):
+            no_conv = with_options(base, op_types=[o for o in (c.op_types or _DYNAMIC_OPS) if o != "Conv"])
+            att = ctx.attempt(no_conv, "convolutions left in FP32")
+            yield att
+            if att.passed:
+                return
+            if att.score > best.score:
+                base = no_conv
+        yield from _exclusion_repair(ctx, base)
 
 
 @dataclass
@@ -181,6 +209,19 @@ class StaticInt8(Pass):
     summary = "ORT static INT8 (QDQ, per-channel) with activation ranges calibrated on real data"
     config_cls = StaticInt8Config
     needs_calibration = True
+    quantizes = True
+
+    def min_opset(self) -> int:
+        # per-channel DequantizeLinear (its `axis`) exists from opset 13; below it the model is invalid
+        return 13 if self.config.per_channel else 0  # type: ignore[attr-defined]
+
+    def for_old_opset(self):
+        from modelpress.optimizers.repair import with_options
+
+        return with_options(self, per_channel=False)
+
+    def repairs(self, ctx, first):
+        yield from calibration_then_exclusion(self, ctx, first)
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
@@ -192,6 +233,13 @@ class StaticInt8(Pass):
             notes.append(f"calibrated on the first {c.max_calib_samples} of {len(calib)} samples (max_calib_samples)")
             calib = calib.take(c.max_calib_samples)
         bs = batch_size_for(specs, c.calib_batch_size)
+        if len(calib) % bs and c.calibration != "minmax":
+            # ORT's histogram collectors stack the batches: a short last batch breaks them. Whole batches only.
+            keep = max(bs, len(calib) // bs * bs) if len(calib) >= bs else len(calib)
+            bs = min(bs, len(calib))
+            if keep < len(calib):
+                notes.append(f"calibrated on {keep} of {len(calib)} samples (whole batches of {bs})")
+                calib = calib.take(keep)
         exclude = list(c.exclude_nodes)
         if c.exclude_most_sensitive:
             from modelpress.optimizers.sensitivity import layer_sensitivity
@@ -218,6 +266,48 @@ class StaticInt8(Pass):
                 )
         check_quantized(model_out, self.name)
         return PassResult(self.name, c.to_dict(), pre_notes + notes + fused_ops_note(model_in))
+
+
+# The op types ORT's dynamic quantizer handles (IntegerOpsRegistry), for "everything but Conv".
+_DYNAMIC_OPS = ["Conv", "MatMul", "Gemm", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization"]
+
+
+def calibration_then_exclusion(p: Pass, ctx, first):
+    """Repairs for calibrated INT8 (ORT and INC): other calibration methods (percentile clips the outliers
+    minmax stretches the range for; entropy fits the distribution), then, with the best of them, the fewest
+    most sensitive nodes (per-layer SQNR on real data) kept in FP32."""
+    from modelpress.optimizers.repair import with_options
+
+    c = p.config
+    base, best = p, first
+    for method in ("percentile", "entropy", "minmax"):
+        if method == c.calibration or not ctx.has_budget():  # type: ignore[attr-defined]
+            continue
+        trial = with_options(p, calibration=method)
+        att = ctx.attempt(trial, f"calibration={method}")
+        yield att
+        if att.passed:
+            return
+        if att.score > best.score:
+            base, best = trial, att
+    yield from _exclusion_repair(ctx, base)
+
+
+def _exclusion_repair(ctx, base: Pass):
+    from modelpress.optimizers.repair import Attempt, exclusion_search, with_options
+    from modelpress.optimizers.sensitivity import layer_sensitivity
+
+    if not ctx.has_budget():
+        return
+    try:
+        ranked = [s.node for s in layer_sensitivity(ctx.source, ctx.data, max_samples=min(32, len(ctx.data)))]
+    except Exception as e:  # noqa: BLE001 - no ranking, no exclusion search: say so in the tries
+        ctx.attempts.append(Attempt("sensitivity ranking", None, error=f"{type(e).__name__}: {str(e)[:150]}"))
+        return
+    given = list(base.config.exclude_nodes)  # type: ignore[attr-defined]
+    ranked = [n for n in ranked if n not in given]
+    yield from exclusion_search(ctx, lambda nodes: with_options(base, exclude_nodes=given + nodes), ranked,
+                                "most sensitive nodes")
 
 
 def quiet_ort_logs() -> None:

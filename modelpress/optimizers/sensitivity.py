@@ -56,7 +56,7 @@ def layer_sensitivity(model: str | Path, calib: Dataset, options: dict[str, Any]
         t = Path(tmp)
         qdq = t / "qdq.onnx"
         opts = {"max_calib_samples": max_samples, **(options or {}), "format": "qdq"}
-        optimize(model, qdq, "static-int8", opts, data)
+        optimize(model, qdq, "static-int8", opts, data, min_fidelity="none", repair=False)
         with captured_output():
             dbg.modify_model_output_intermediate_tensors(str(model), str(t / "float_aug.onnx"))
             dbg.modify_model_output_intermediate_tensors(str(qdq), str(t / "qdq_aug.onnx"))

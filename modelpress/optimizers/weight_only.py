@@ -37,6 +37,7 @@ class WeightOnlyConfig(PassConfig):
 class _WeightOnly(Pass):
     bits: int
     config_cls = WeightOnlyConfig
+    quantizes = True
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         import onnx
