@@ -1,54 +1,195 @@
-"""Atomic outputs: every artifact appears whole or not at all.
+"""Atomic, safe outputs: every artifact appears whole or not at all, never over one of its own inputs.
 
-A crash, a Ctrl-C or a failed check must never leave a half-written model or
-report where a pipeline would pick it up, so we write to a temp file in the
-destination folder and `os.replace` it into place.
+A crash, a Ctrl-C, a SIGTERM or a failed check must never leave a half-written model or report where a
+pipeline would pick it up, so we write to a temp file in the destination folder and `os.replace` it into
+place. Temp names carry the writer's pid (`.NAME.PID.RANDOM.SUFFIX`) and the writer holds an advisory lock
+on them, so the temps of a run killed with SIGKILL (which no handler can catch) are swept by the next
+write of the same artifact. `guard_outputs` is the one output-safety rule every writing command applies
+before any work: no output may be (symlinks and hard links followed) one of the command's inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import secrets
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping, Union
+
+from modelpress.errors import ModelpressError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the pid check alone decides
+    fcntl = None  # type: ignore[assignment]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# ----------------------------------------------------------------------------- temps beside the target
+
+_TEMP_TAIL = r"\.(\d{1,10})\.[0-9a-f]{8}(?:\.[^./]+)?"
+
+
+def _temp_re(name: str | None) -> re.Pattern[str]:
+    """Temps of `name` (or of any artifact when None): `.NAME.PID.8HEX[.SUFFIX]`."""
+    return re.compile(r"\." + (re.escape(name) if name is not None else r".+") + _TEMP_TAIL + r"\Z", re.DOTALL)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, another user's
+    return True
+
+
+def _lock(fd: int) -> bool:
+    """Take an exclusive advisory lock without waiting; False when another process holds it."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # the file system has no locks: the pid check alone decides
+    return True
+
+
+def sweep_stale_temps(folder: PathLike, name: str | None = None) -> list[Path]:
+    """Remove temps left in `folder` by killed runs (of artifact `name`, or of any artifact): those whose
+    writer's pid is gone and whose lock nobody holds. The lock also protects the temps of a live writer
+    whose pid this process cannot see (another pid namespace sharing the folder). Returns what it removed."""
+    pattern, removed = _temp_re(name), []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    own = os.getpid()
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m or int(m.group(1)) == own or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if not is_dir and not entry.is_file(follow_symlinks=False):
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if is_dir else 0))
+        except OSError:
+            continue
+        try:
+            if not _lock(fd):
+                continue
+            if is_dir:
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _cannot_write(dest: Path, e: OSError) -> ModelpressError:
+    where = _existing_ancestor(dest.parent) if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else dest
+    why = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+           errno.EROFS: "read-only file system"}.get(e.errno or 0, e.strerror or str(e))
+    return ModelpressError(f"cannot write {dest}: {where} is not writable ({why})" if where != dest
+                           else f"cannot write {dest}: {why}")
+
+
+def _new_temp(dest: Path, suffix: str, is_dir: bool) -> tuple[Path, int]:
+    """Create `.NAME.PID.RANDOM{suffix}` beside `dest` (a file, or a 0700 folder) and lock it: -> (path, fd)."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cannot_write(dest, e) from None
+    sweep_stale_temps(dest.parent, dest.name)
+    for _ in range(100):
+        tmp = dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}{'' if is_dir else suffix}"
+        try:
+            if is_dir:
+                os.mkdir(tmp, 0o700)
+                fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            else:  # mode 0666 less the umask: artifacts get normal permissions
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise _cannot_write(dest, e) from None
+        _lock(fd)
+        return tmp, fd
+    raise ModelpressError(f"cannot create a temp file beside {dest}")
 
 
 @contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temp path next to `dest`; rename it onto `dest` only if the block succeeds."""
+def atomic_path(dest: PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temp path next to `dest`; rename it onto `dest` only if the block succeeds. The temp is
+    removed on every other exit (exceptions, Ctrl-C, SIGTERM/SIGHUP once `install_signal_handlers` ran)."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix or ".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get normal permissions
+    tmp_path, fd = _new_temp(dest, suffix or dest.suffix or ".tmp", is_dir=False)
     try:
         yield tmp_path
-        os.replace(tmp_path, dest)
+        try:
+            os.replace(tmp_path, dest)
+        except OSError as e:
+            raise _cannot_write(dest, e) from None
     finally:
-        tmp_path.unlink(missing_ok=True)
+        try:
+            tmp_path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
-def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_dir(dest: PathLike) -> Iterator[Path]:
     """Yield a temp folder next to `dest`; it becomes `dest` only if the block succeeds. `dest` must be absent
     or an empty folder (callers check first, to fail before any work)."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp, fd = _new_temp(dest, "", is_dir=True)
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; artifacts get normal permissions
-        if dest.exists():
-            dest.rmdir()
-        os.replace(tmp, dest)
+        try:
+            os.chmod(tmp, 0o777 & ~_umask())  # made 0700 while being filled; artifacts get normal permissions
+            if dest.exists():
+                dest.rmdir()
+            os.replace(tmp, dest)
+        except OSError as e:
+            raise _cannot_write(dest, e) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def temp_dir_beside(dest: PathLike) -> Iterator[Path]:
+    """A scratch folder next to `dest` (same file system, so results can be os.replace'd onto `dest`),
+    removed on every exit; named and locked like atomic_path's temps, so a SIGKILL'd run's is swept too."""
+    tmp, fd = _new_temp(Path(dest), "", is_dir=True)
+    try:
+        yield tmp
+    finally:
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def _umask() -> int:
@@ -57,14 +198,153 @@ def _umask() -> int:
     return mask
 
 
-def write_text(dest: str | os.PathLike[str], text: str) -> Path:
+def write_text(dest: PathLike, text: str) -> Path:
     with atomic_path(dest) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(dest)
 
 
-def write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
+def write_json(dest: PathLike, obj: Any) -> Path:
     return write_text(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+class Terminated(SystemExit):
+    """SIGTERM or SIGHUP, raised in the main thread so that every `finally` (temp removal) runs.
+    Exit status 128 + the signal's number, as a shell reports a process killed by it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+        self.signame = signal.Signals(signum).name
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once (the next run sweeps)
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM and SIGHUP into `Terminated` (once, from the CLI entry; SIGINT already raises
+    KeyboardInterrupt). A signal the parent set to be ignored (nohup) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _on_signal)
+
+
+# ----------------------------------------------------------------------------- the output-safety rule
+
+Inputs = Mapping[str, Union[PathLike, Iterable[PathLike], None]]
+_MAX_FOLDER_FILES = 200_000
+_MAX_PARSED_MODEL = 64 << 20  # a bigger .onnx holds its weights inline: no external data to look for
+
+
+def _external_data(model: Path) -> list[Path]:
+    """The external-data files an .onnx names (MODEL.onnx.data and the like); [] when it cannot tell."""
+    try:
+        if model.stat().st_size > _MAX_PARSED_MODEL:
+            return []
+        import onnx
+
+        m = onnx.load(str(model), load_external_data=False)
+    except Exception:  # not a model: the command reports that itself
+        return []
+    locations = {kv.value for t in m.graph.initializer for kv in t.external_data if kv.key == "location"}
+    return [model.parent / loc for loc in sorted(locations)]
+
+
+def _expand(path: Path) -> Iterator[Path]:
+    """An input and what reading it reads: a folder's files, a model's external data."""
+    yield path
+    if path.is_dir():
+        n = 0
+        for root, _, files in os.walk(path):
+            for f in files:
+                yield Path(root) / f
+            n += len(files)
+            if n > _MAX_FOLDER_FILES:
+                break
+    elif path.suffix.lower() == ".onnx" and path.is_file():
+        yield from _external_data(path)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)  # follows symlinks
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not os.path.lexists(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _check_writable(label: str, out: Path, where: Path) -> None:
+    """`where` (the folder `out` is written in), or its nearest existing parent, must be a writable folder."""
+    folder = _existing_ancestor(where)
+    real = Path(os.path.realpath(folder))
+    if not real.is_dir():
+        raise ModelpressError(f"{label} {out}: {folder} is not a folder")
+    if not os.access(real, os.W_OK | os.X_OK):
+        raise ModelpressError(f"{label} {out}: cannot write in {folder} (permission denied or read-only file system)")
+
+
+def guard_outputs(inputs: Inputs, outputs: Mapping[str, PathLike | None],
+                  out_dirs: Mapping[str, PathLike | None] | None = None) -> None:
+    """The output-safety rule, checked before any work: raise a one-line ModelpressError when an output is
+    (symlinks and hard links followed) one of the inputs, when two outputs are the same file, or when an
+    output's folder cannot be written.
+
+    `inputs` maps a label (MODEL, --calib, ...) to a path, a list of paths, or None. A folder counts with
+    every file under it (pass the files themselves when only some are read, e.g. a folder's images); an
+    .onnx file counts with its external-data files. `outputs` maps a label (-o, --dump-recipe, ...) to a
+    path or None; '-' (stdout) is skipped. `out_dirs` maps a label to a folder the command writes files
+    into (a study's OUTPUT, the demo's -o): it must not be an input, and it (or, while absent, its nearest
+    existing parent) must be writable. Outputs that do not exist yet cannot be inputs, so the inputs are
+    only expanded and compared when some output already exists."""
+    outs = [(label, Path(p)) for label, p in outputs.items() if p is not None and str(p) != "-"]
+    seen: dict[str, tuple[str, Path]] = {}
+    for label, out in outs:
+        real = os.path.realpath(out)
+        if real in seen:
+            other_label, other = seen[real]
+            raise ModelpressError(f"{other_label} {other} and {label} {out} are the same file: give each its own path")
+        seen[real] = (label, out)
+    dirs = [(label, Path(p)) for label, p in (out_dirs or {}).items() if p is not None]
+    wanted = {ident: (label, out) for label, out in [*outs, *dirs] if (ident := _identity(out)) is not None}
+    for in_label, value in (inputs.items() if wanted else ()):
+        paths = [] if value is None else [value] if isinstance(value, (str, os.PathLike)) else list(value)
+        for given in map(Path, filter(None, paths)):
+            for p in _expand(given):
+                hit = wanted.get(_identity(p))
+                if hit is None:
+                    continue
+                label, out = hit
+                if p == given:
+                    what = f"the input {in_label}" + ("" if str(given) == str(out) else f" ({given})")
+                elif given.is_dir():
+                    what = f"{p.relative_to(given)} in the input {in_label} ({given})"
+                else:
+                    what = f"the external data {p.name} of the input {in_label} ({given})"
+                same = "folder" if os.path.isdir(out) else "file"
+                raise ModelpressError(f"{label} {out} is the same {same} as {what}: writing it would destroy that "
+                                      "input; choose another output path")
+    for label, out in outs:
+        _check_writable(label, out, out.parent)
+    for label, folder in dirs:
+        _check_writable(label, folder, folder)
+
+
+# ----------------------------------------------------------------------------- other helpers
 
 
 @contextlib.contextmanager

@@ -138,8 +138,6 @@ def test_huge_value_error_message_is_short(folder):
     assert len(proc.stderr) < 300
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline._step still reads TECHNIQUE:VALUE with yaml.safe_load (unbounded); "
-                   "use modelpress.yamlsafe.load_yaml there, then drop this marker")
 def test_technique_value_form_is_bounded_too(tmp_path, tiny_npz):
     inner = "{a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"
     for prev, c in zip("abcd", "bcde"):  # 9**5 values once expanded: small enough to stay harmless if it is not
