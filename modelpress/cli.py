@@ -102,6 +102,11 @@ def _names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
+def _path_source(source: str | None) -> Path | None:
+    """A model source that is a file or folder (TorchScript, GGUF, HF folder), for the output-safety rule."""
+    return Path(source) if source and Path(source).exists() else None
+
+
 # ----------------------------------------------------------------------------- export
 
 
@@ -136,7 +141,11 @@ def export(source: str, output: Path, opset: int, exporter: str, dynamic_batch: 
 
     from modelpress.data import load_npz
     from modelpress.exporters import ExportConfig, export_onnx, load_model_source
+    from modelpress.exporters.torch_onnx import sidecar_path
+    from modelpress.io import guard_outputs
 
+    guard_outputs({"SOURCE": _path_source(source), "--inputs": inputs_file},
+                  {"-o": output, "the parity record": sidecar_path(output)})
     example = None
     names = _names(input_names)
     if inputs_file is not None:
@@ -203,9 +212,10 @@ def profile(model: Path, presets: tuple[str, ...], cores: str | None, threads: i
     from modelpress.benchmarks.presets import resolve_profile
     from modelpress.benchmarks.profiler import ProfileConfig, profile_model
     from modelpress.data import load_npz
-    from modelpress.io import write_json
+    from modelpress.io import guard_outputs, write_json
     from modelpress.onnxutil import check_onnx_file
 
+    guard_outputs({"MODEL": model, "--inputs": inputs_file}, {"-o": output})
     check_onnx_file(model)
     if presets and (cores is not None or threads is not None):
         if len(presets) > 1:
@@ -250,14 +260,18 @@ def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
     """--option key=value pairs; values are YAML scalars/lists (true, 128, [a, b])."""
     import yaml
 
+    from modelpress.yamlsafe import load_yaml
+
     out: dict[str, Any] = {}
     for p in pairs:
         key, sep, value = p.partition("=")
         if not sep or not key.strip():
             raise ModelpressError(f"bad --option {p!r}: use key=value, e.g. per_channel=false")
         try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
+            out[key.strip()] = load_yaml(value, f"--option {key.strip()[:40]}")[1]
+        except (yaml.YAMLError, ModelpressError) as e:
+            if "not valid YAML" not in str(e):
+                raise  # over a limit (aliases, size): refuse, never expand
             out[key.strip()] = value
     return out
 
@@ -290,9 +304,17 @@ def _step_options(pairs: tuple[str, ...], techniques: list[str]) -> list[dict[st
 @click.option("--recipe", type=click.Path(path_type=Path), help="Replay a recipe (YAML) instead of MODEL/-t/-o.")
 @click.option("--dump-recipe", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the recipe of this run (every option, defaults included); '-' prints it.")
+@click.option("--min-fidelity", default=None, metavar="METRIC=VALUE",
+              help="Least fidelity to MODEL the output must keep, on the worst output: cosine=0.99, agreement=0.99 "
+                   "or none [default: cosine=0.98]. Below it the technique's repairs run; if none reaches it, exit 6.")
+@click.option("--data", "data_file", type=click.Path(path_type=Path),
+              help="Samples to check fidelity on (.npz; default: --calib, else synthetic inputs, and it says so).")
+@click.option("--keep-best", is_flag=True, help="Below the floor, keep the best try as OUTPUT-stem.below-floor.onnx.")
+@click.option("--allow-outside", is_flag=True, help="Let a --recipe write its output outside the recipe's folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | None, calib: Path | None,
-             option_pairs: tuple[str, ...], recipe: Path | None, dump_recipe: Path | None, as_json: bool) -> None:
+             option_pairs: tuple[str, ...], recipe: Path | None, dump_recipe: Path | None, min_fidelity: str | None,
+             data_file: Path | None, keep_best: bool, allow_outside: bool, as_json: bool) -> None:
     """Compress an ONNX model with one technique or a chain of them.
 
     \b
@@ -303,8 +325,17 @@ def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | Non
       modelpress optimize m.onnx -t graph -t static-int8 --calib calib.npz -o m.q.onnx \\
           --option graph.tool=transformers --dump-recipe run.yaml
       modelpress optimize --recipe run.yaml            # replays exactly
+      modelpress optimize m.onnx -t fp16 --data eval.npz --min-fidelity cosine=0.999 -o m.fp16.onnx
 
-    Exit code 4 (inc-tune): the accuracy goal was not met; the best model found is saved.
+    \b
+    Every output is checked before it appears: onnx.checker, a session on ONNX Runtime, inference
+    with no NaN/Inf, and fidelity to MODEL per output (cosine, max-abs, top-1 agreement) on real
+    samples. Below --min-fidelity, or when the first try is invalid, the technique repairs (opset
+    upgrade, other calibration, mixed precision, the fewest sensitive nodes kept in FP32) and says
+    what each try gave. A model already quantized is refused by quantizing techniques.
+
+    Exit codes: 3 invalid output after every repair, 4 (inc-tune) accuracy goal not met (best model
+    saved), 6 below the fidelity floor (nothing written).
     """
     from modelpress.data import load_npz
     from modelpress.onnxutil import model_size_bytes
@@ -314,14 +345,22 @@ def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | Non
     if recipe is not None:
         if model or techniques or output or option_pairs or calib:
             raise ModelpressError("--recipe replays a run: give no MODEL, -t, -o, --calib or --option with it")
-        rec = load_recipe(recipe)
+        rec = load_recipe(recipe, allow_outside=allow_outside)
     else:
         if model is None or not techniques or output is None:
             raise ModelpressError("give MODEL, at least one -t TECHNIQUE and -o OUTPUT (or --recipe FILE)")
         opts = _step_options(option_pairs, list(techniques))
         rec = Recipe(str(model), str(output), [Step(t, o) for t, o in zip(techniques, opts)], str(calib) if calib else None)
+    from modelpress.io import guard_outputs
+
+    guard_outputs({"MODEL": rec.model, "--calib": rec.calib, "--recipe": recipe, "--data": data_file},
+                  {"-o" if recipe is None else f"the output of {recipe}": rec.output, "--dump-recipe": dump_recipe})
+    from modelpress.validate import FidelityFloor
+
+    floor = FidelityFloor.parse(min_fidelity)  # a bad value fails before any work
     steps = [(s.technique, s.options) for s in rec.steps]
-    results = optimize_chain(rec.model, rec.output, steps, load_npz(rec.calib) if rec.calib else None)
+    results = optimize_chain(rec.model, rec.output, steps, load_npz(rec.calib) if rec.calib else None,
+                             min_fidelity=floor, data=load_npz(data_file) if data_file else None, keep_best=keep_best)
     ran = Recipe(rec.model, rec.output, [Step(r.technique, r.config) for r in results], rec.calib)
     if dump_recipe is not None:
         if str(dump_recipe) == "-":
@@ -329,16 +368,24 @@ def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | Non
         else:
             ran.save(dump_recipe)
     before, after = model_size_bytes(rec.model), model_size_bytes(rec.output)
-    payload = {"output": rec.output, "steps": [{"technique": r.technique, "config": r.config, "notes": r.notes}
-                                               for r in results],
+    payload = {"output": rec.output, "min_fidelity": None if floor is None else str(floor),
+               "steps": [{"technique": r.technique, "config": r.config, "notes": r.notes, "validation": r.validation,
+                          "repairs": r.repairs} for r in results],
                "size_bytes": after, "size_ratio": round(after / before, 4)}
 
     def human() -> None:
         chain = " -> ".join(r.technique for r in results)
         click.echo(f"{chain}: wrote {rec.output} ({after / 1e6:.2f} MB, {after / before:.2f}x of {before / 1e6:.2f} MB)")
         for r in results:
+            if len(r.repairs) > 1:
+                click.echo(f"  {r.technique}: tries: " + "; ".join(r.repairs))
             for n in r.notes:
                 click.echo(f"  {r.technique}: {n}")
+            if r.validation:
+                v = r.validation
+                fid = "" if v["worst"] is None else f", {v['metric']} {v['worst']:.4f} on {v['worst_output']!r}"
+                click.echo(f"  {r.technique}: validated ({v['checker'].split(' ')[0]} check, loads on {v['runtime']}"
+                           f"{fid}; {v['samples']} samples of {v['data_source']}; floor {v['floor'] or 'none'})")
 
     _emit(as_json, payload, human)
 
@@ -444,8 +491,11 @@ def _save_data(ds, output: Path, as_json: bool) -> None:
 def images(folder: Path, output: Path, size: int, resize: int, mean: str, std: str, layout: str, grayscale: bool,
            input_name: str, labels_from_subfolders: bool, as_json: bool) -> None:
     """A folder of images -> .npz, preprocessed like torchvision's ImageNet eval transform by default."""
-    from modelpress.data import ImageSpec, from_image_folder
+    from modelpress.data import IMAGE_SUFFIXES, ImageSpec, from_image_folder
+    from modelpress.io import guard_outputs
 
+    guard_outputs({"FOLDER": (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)  # the images read
+                   if folder.is_dir() else folder}, {"-o": output})
     spec = ImageSpec(size, resize, _floats(mean), _floats(std), layout, grayscale)
     _save_data(from_image_folder(folder, spec, input_name, labels_from_subfolders), output, as_json)
 
@@ -459,7 +509,9 @@ def images(folder: Path, output: Path, size: int, resize: int, mean: str, std: s
 def text(file: Path, output: Path, tokenizer: Path, max_length: int, as_json: bool) -> None:
     """A text file (one sample per line) -> token ids, attention mask and token types (.npz)."""
     from modelpress.data import from_text
+    from modelpress.io import guard_outputs
 
+    guard_outputs({"FILE": file, "--tokenizer": tokenizer}, {"-o": output})
     _save_data(from_text(file, tokenizer, max_length), output, as_json)
 
 
@@ -483,7 +535,9 @@ def demo(out_dir: Path, epochs: int, iterations: int, presets: tuple[str, ...], 
     """
     from modelpress.benchmarks.report import render_rich
     from modelpress.demo import run_demo
+    from modelpress.io import guard_outputs
 
+    guard_outputs({}, {}, out_dirs={"-o": out_dir})
     report = run_demo(out_dir, epochs=epochs, iterations=iterations,
                       profiles=presets or ("edge-1core", "edge-2core"), show_progress=not as_json)
 
@@ -501,11 +555,20 @@ def demo(out_dir: Path, epochs: int, iterations: int, presets: tuple[str, ...], 
 # ----------------------------------------------------------------------------- run / package / verify / gate
 
 
-def _run_recipe(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json: bool) -> None:
+def _run_recipe(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json: bool, allow_outside: bool = False) -> None:
     from modelpress.benchmarks.report import render_rich
     from modelpress.pipeline import load_study_recipe, run_study
 
-    rec = load_study_recipe(recipe)
+    from modelpress.io import guard_outputs
+
+    rec = load_study_recipe(recipe, allow_outside=allow_outside)
+    study = Path(rec.output)  # OUTPUT/recipe.yaml is left out: replaying it rewrites it with the same recipe
+    guard_outputs({"RECIPE": recipe, "model": rec.model, **{f"data.{k}": v for k, v in rec.data.items()},
+                   "source": _path_source(rec.source)},
+                  {"--dump-recipe": dump_recipe,
+                   **{f"the study's {n}": study / n for n in ("report.json", "report.md", "report.html")},
+                   **{f"the study's {c['name']}.onnx": study / f"{c['name']}.onnx" for c in rec.candidates}},
+                  out_dirs={"the study's output": study})
     report = run_study(rec, show_progress=not as_json, use_cache=not no_cache)
     out = Path(rec.output)
     if dump_recipe is not None:  # the same text as OUTPUT/recipe.yaml
@@ -545,9 +608,10 @@ _RUN_HELP = """Run a study recipe: every candidate chain, evaluated and profiled
 @click.option("--dump-recipe", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the recipe as run (every option) here; '-' prints it.")
 @click.option("--no-cache", is_flag=True, help="Recompute every step.")
+@click.option("--allow-outside", is_flag=True, help="Let the recipe's output folder lie outside the recipe's folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def run_cmd(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json: bool) -> None:
-    _run_recipe(recipe, dump_recipe, no_cache, as_json)
+def run_cmd(recipe: Path, dump_recipe: Path | None, no_cache: bool, allow_outside: bool, as_json: bool) -> None:
+    _run_recipe(recipe, dump_recipe, no_cache, as_json, allow_outside)
 
 
 cli.add_command(run_cmd, name="study")  # `modelpress study RECIPE`: the same command under its study name
@@ -561,17 +625,24 @@ cli.add_command(run_cmd, name="study")  # `modelpress study RECIPE`: the same co
 @click.option("--recipe", type=click.Path(path_type=Path), help="The recipe that produced it (default: the report's).")
 @click.option("--name", help="Bundle name (default: the output's file name).")
 @click.option("--timestamp", help="Record this creation time in the manifest (off by default: bundles are reproducible).")
+@click.option("--sign", "sign_key", type=click.Path(path_type=Path),
+              help="Sign the manifest with this Ed25519 private key (PEM; see `modelpress sign-keygen`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def package(model: Path, output: Path, report: Path | None, variant: str | None, recipe: Path | None, name: str | None,
-            timestamp: str | None, as_json: bool) -> None:
+            timestamp: str | None, sign_key: Path | None, as_json: bool) -> None:
     """Package a model as a reproducible release bundle (.mpk = tar.gz) with manifest and model card.
 
     The same inputs give a byte-identical bundle: fixed mtimes, owners, modes and member order, no
-    timestamp unless --timestamp. Check one with `modelpress verify BUNDLE`.
+    timestamp unless --timestamp. With --sign KEY.pem it also holds manifest.sig, an Ed25519 signature
+    over manifest.json (deterministic: still byte-identical). Check one with `modelpress verify BUNDLE`
+    (add --key PUB.pem to require the signature).
     """
     from modelpress.bundle import package as make
+    from modelpress.io import guard_outputs
 
-    manifest = make(model, output, report=report, recipe=recipe, variant=variant, name=name, timestamp=timestamp)
+    guard_outputs({"MODEL": model, "--report": report, "--recipe": recipe, "--sign": sign_key}, {"-o": output})
+    manifest = make(model, output, report=report, recipe=recipe, variant=variant, name=name, timestamp=timestamp,
+                    sign=sign_key)
     from modelpress.cache import file_sha256
 
     sha = file_sha256(output)
@@ -583,25 +654,51 @@ def package(model: Path, output: Path, report: Path | None, variant: str | None,
         met = manifest.get("metrics")
         if met:
             click.echo(f"  metrics: variant {met['variant']} from the report")
+        if manifest.get("signed_by"):
+            click.echo(f"  signed: manifest.sig, Ed25519 key {manifest['signed_by']['fingerprint']}")
 
     _emit(as_json, {**manifest, "bundle_sha256": sha}, human)
 
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--key", "key", type=click.Path(path_type=Path),
+              help="Require a valid signature by this Ed25519 public key (PEM).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(bundle: Path, as_json: bool) -> None:
+def verify(bundle: Path, key: Path | None, as_json: bool) -> None:
     """Verify a bundle: safe member paths, every file's sha256 and size, no missing or extra files, the
-    manifest's schema, the model loads in ONNX Runtime and its I/O signature matches the manifest.
+    manifest's fields and types, the model it names is a member, loads in ONNX Runtime and its I/O
+    signature matches the manifest. With --key, the manifest's signature (manifest.sig) must verify
+    with that public key; without it a signature is reported but not checked.
 
-    Exit code 0 when all hold, 3 when any check fails, 2 when BUNDLE cannot be read.
+    Exit code 0 when all hold, 3 when any check fails, 2 when BUNDLE or the key cannot be read.
     """
     from modelpress.bundle import verify as check
 
-    res = check(bundle)
+    res = check(bundle, key=key)
+    sg = res["signing"]
+    signed = (f"signed by {sg['fingerprint']}, signature verified with {key}" if sg["verified"] else
+              f"signed by {sg['fingerprint']} but the signature was NOT checked (pass --key PUB.pem)" if sg["signed"]
+              else "not signed")
     _emit(as_json, res, lambda: click.echo(f"{bundle}: OK — {len(res['files'])} files, hashes match, model loads, "
-                                           f"signature matches ({', '.join(s['name'] for s in res['signature']['inputs'])}"
-                                           f" -> {', '.join(s['name'] for s in res['signature']['outputs'])})"))
+                                           f"I/O signature matches ({', '.join(s['name'] for s in res['signature']['inputs'])}"
+                                           f" -> {', '.join(s['name'] for s in res['signature']['outputs'])}); {signed}"))
+
+
+@cli.command(name="sign-keygen")
+@click.argument("prefix", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the paths and fingerprint as JSON.")
+def sign_keygen(prefix: Path, as_json: bool) -> None:
+    """Make an Ed25519 key pair for signing bundles: PREFIX.pem (private, mode 0600) and PREFIX.pub.pem.
+
+    Sign with `modelpress package ... --sign PREFIX.pem`; check with `modelpress verify B.mpk --key
+    PREFIX.pub.pem`. Existing files are never overwritten.
+    """
+    from modelpress.bundle import keygen
+
+    res = keygen(prefix)
+    _emit(as_json, res, lambda: click.echo(f"wrote {res['private']} (private: keep it secret) and {res['public']} "
+                                           f"(give it to verifiers); fingerprint {res['fingerprint']}"))
 
 
 @cli.command(name="gate")
@@ -680,8 +777,12 @@ def _run_compress(source: str, technique: str, options: dict[str, Any], output: 
 
     from modelpress.data import load_npz
     from modelpress.onnxutil import graph_stats, model_size_bytes
+    from modelpress.exporters.torch_onnx import sidecar_path
+    from modelpress.io import guard_outputs
     from modelpress.optimizers.pytorch import FinetuneConfig, compress_and_export
 
+    guard_outputs({"SOURCE": _path_source(source), "--finetune-data": finetune_data},
+                  {"-o": output, "the parity record": sidecar_path(output)})
     cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size)
     data = load_npz(finetune_data) if finetune_data else None
     from modelpress.study import _progress
@@ -839,7 +940,9 @@ def llm_export(source: str, output: Path, opset: int, check_tokens: int, as_json
     Exit code 3 when the ONNX model's greedy tokens differ from PyTorch's.
     """
     from modelpress.exporters.llm import export_causal_lm
+    from modelpress.io import guard_outputs
 
+    guard_outputs({"SOURCE": _path_source(source)}, {"-o": output})
     r = export_causal_lm(source, output, opset, check_tokens)
     p = r.parity
     lines = [f"exported {r.provenance['source']} ({r.provenance['model_type']}, {r.provenance['parameters']:,} parameters) "
@@ -867,7 +970,9 @@ def llm_quantize(folder: Path, techniques: tuple[str, ...], option_pairs: tuple[
           --option int4-weight.op_types=[MatMul,Gather] -o smol-int4
     """
     from modelpress.exporters.llm import quantize_llm
+    from modelpress.io import guard_outputs
 
+    guard_outputs({"FOLDER": folder}, {"-o": output})
     res = quantize_llm(folder, output, list(zip(techniques, _step_options(option_pairs, list(techniques)))))
     lines = [f"{' -> '.join(techniques)}: wrote {output}/model.onnx ({res['size_bytes'] / 1e6:.1f} MB, "
              f"{res['size_ratio']:.3f}x of {res['size_before'] / 1e6:.1f} MB)"]
@@ -921,8 +1026,9 @@ def llm_eval(folders: tuple[Path, ...], preset: str, ppl_tokens: int, new_tokens
     from modelpress.benchmarks.llm_eval import evaluate_llm
     from modelpress.benchmarks.presets import resolve_profile
     from modelpress.exporters.llm import check_llm_folder
-    from modelpress.io import write_json
+    from modelpress.io import guard_outputs, write_json
 
+    guard_outputs({"FOLDERS": folders}, {"-o": output})
     prof = resolve_profile(preset)
     for f in folders:
         check_llm_folder(f)
@@ -972,8 +1078,10 @@ def llm_lora(source: str, output: Path, text_file: Path | None, rank: int, alpha
     from modelpress.benchmarks.llm_eval import heldout_text
     from modelpress.exporters.llm import _check_output, export_loaded, load_causal_lm
     from modelpress.optimizers.lora import LoraSettings, lora_finetune, qlora_support
+    from modelpress.io import guard_outputs
     from modelpress.study import _progress
 
+    guard_outputs({"SOURCE": _path_source(source), "--text": text_file}, {"-o": output})
     _check_output(output)
     if text_file is not None:
         if not text_file.is_file():
@@ -1027,8 +1135,14 @@ def list_(what: str) -> None:
 
 
 def main() -> None:
+    from modelpress.io import Terminated, install_signal_handlers
+
+    install_signal_handlers()  # SIGTERM/SIGHUP unwind like Ctrl-C: every temp file is removed on the way out
     try:
         cli.main(prog_name="modelpress", standalone_mode=True)
+    except Terminated as e:
+        click.echo(f"modelpress: terminated by {e.signame}", err=True)
+        sys.exit(e.code)
     except SystemExit as e:
         sys.exit(e.code if e.code is not None else 0)
 

@@ -40,7 +40,7 @@ from modelpress.io import write_text
 from modelpress.recipe import RECIPE_VERSION, _mapping, _where, parse_step
 
 _TOP = {"modelpress", "kind", "title", "source", "model", "export", "data", "finetune", "candidates", "profiles",
-        "profile", "metric", "selection", "output"}
+        "profile", "metric", "selection", "output", "min_fidelity"}
 _DATA = {"eval", "calib", "train"}
 _SELECTION = {"max_accuracy_drop", "relative", "objective", "profile", "weights"}
 _PROFILE = {"iterations", "warmup", "duration_s", "batch_size", "op_breakdown", "op_breakdown_iterations", "runner",
@@ -63,6 +63,7 @@ class StudyRecipe:
     profile: dict[str, Any] = field(default_factory=dict)
     metric: str | None = None
     selection: dict[str, Any] = field(default_factory=lambda: {"max_accuracy_drop": 0.01})
+    min_fidelity: str | None = None  # the validation floor of every ONNX step (None: the default)
 
     def to_yaml(self, base: Path | None = None) -> str:
         rel = (lambda p: p if p is None or base is None or ":" in p and not os.path.exists(p)  # noqa: E731
@@ -78,7 +79,7 @@ class StudyRecipe:
         doc["candidates"] = [{"name": c["name"], "chain": [{"technique": t, "options": o} for t, o in c["chain"]]}
                              for c in self.candidates]
         doc.update(profiles=self.profiles, profile=self.profile, metric=self.metric, selection=self.selection,
-                   output=rel(self.output))
+                   min_fidelity=self.min_fidelity, output=rel(self.output))
         return "# modelpress study recipe: replay with `modelpress run FILE`\n" + yaml.safe_dump(
             doc, sort_keys=False, default_flow_style=False)
 
@@ -94,7 +95,9 @@ def _step(raw: Any, node: yaml.Node, path: Path) -> tuple[str, dict[str, Any]]:
         if tech not in _PRIMARY:
             raise ModelpressError(f"{_where(node, path)}: {tech!r} has no main option for the TECHNIQUE:VALUE form; "
                                   "write {technique: ..., options: {...}}")
-        return tech, {_PRIMARY[tech]: yaml.safe_load(value)}
+        from modelpress.yamlsafe import load_yaml
+
+        return tech, {_PRIMARY[tech]: load_yaml(value, f"{_where(node, path)}: {tech}")[1]}
     if isinstance(raw, dict):
         technique, opts, _ = parse_step(node, raw, path, "a chain step")
         return technique, opts
@@ -113,21 +116,17 @@ def _check_keys(node: yaml.Node, path: Path, allowed: set[str], what: str) -> di
     return m
 
 
-def load_study_recipe(path: str | Path) -> StudyRecipe:
-    """Parse and check a study recipe; every error names the file, the line and the key."""
+def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> StudyRecipe:
+    """Parse and check a study recipe; every error names the file, the line and the key.
+    The output folder must lie under the recipe's folder unless `allow_outside` (the CLI's --allow-outside)."""
     from modelpress.study import check_chain
 
     path = Path(path)
     if not path.is_file():
         raise ModelpressError(f"no such recipe: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        root = yaml.compose(text)
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ModelpressError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML "
-                              f"({getattr(e, 'problem', e)})") from None
+    from modelpress.yamlsafe import load_yaml_file
+
+    root, doc = load_yaml_file(path)  # bounded: size, aliases, expanded size (modelpress.yamlsafe)
     if root is None:
         raise ModelpressError(f"{path}: the recipe is empty")
     top = _check_keys(root, path, _TOP, "the recipe")
@@ -223,10 +222,26 @@ def load_study_recipe(path: str | Path) -> StudyRecipe:
     model = doc.get("model")
     if model is not None and not Path(resolve(model)).is_file() and "source" not in top:
         raise ModelpressError(f"{at('model')}: no such file: {model}")
-    return StudyRecipe(output=resolve(doc["output"]), candidates=candidates, data=data, source=doc.get("source"),
+    from modelpress.recipe import resolve_output
+
+    output = resolve_output(doc["output"], top["output"][1], path, allow_outside, normalize=True)
+    return StudyRecipe(output=output, candidates=candidates, data=data, source=doc.get("source"),
                        model=resolve(model) if model else None, title=doc.get("title") or "modelpress study",
                        export=doc.get("export") or {}, finetune=doc.get("finetune") or {}, profiles=profiles,
-                       profile=doc.get("profile") or {}, metric=doc.get("metric"), selection=selection)
+                       profile=doc.get("profile") or {}, metric=doc.get("metric"), selection=selection,
+                       min_fidelity=_min_fidelity(doc, top, path))
+
+
+def _min_fidelity(doc: dict, top: dict, path: Path) -> str | None:
+    from modelpress.validate import FidelityFloor
+
+    if "min_fidelity" not in top:
+        return None
+    try:
+        floor = FidelityFloor.parse(str(doc["min_fidelity"]) if doc["min_fidelity"] is not None else "none")
+    except ModelpressError as e:
+        raise ModelpressError(f"{_where(top['min_fidelity'][1], path)}: {e}") from None
+    return "none" if floor is None else str(floor)
 
 
 def _typed(section: str, values: dict, cls_path: str, top: dict, path: Path) -> Any:
@@ -255,7 +270,8 @@ def run_study(recipe: StudyRecipe, *, show_progress: bool = True, use_cache: boo
     from modelpress.exporters.torch_onnx import ExportConfig, export_onnx, load_model_source
     from modelpress.optimizers.base import make_config
     from modelpress.optimizers.pytorch import FinetuneConfig
-    from modelpress.study import Candidate, compare, default_metric
+    from modelpress.study import Candidate, compare, default_metric, require_completed
+    from modelpress.validate import FidelityFloor
 
     out = Path(recipe.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -275,6 +291,8 @@ def run_study(recipe: StudyRecipe, *, show_progress: bool = True, use_cache: boo
                               profile=dataclasses.asdict(pcfg), metric=recipe.metric or default_metric(data["eval"]),
                               candidates=[{"name": c["name"], "chain": _full_chain(c["chain"])}
                                           for c in recipe.candidates])
+    floor = FidelityFloor.parse(recipe.min_fidelity)
+    ran.min_fidelity = "none" if floor is None else str(floor)
     report = compare(
         reference, out, [Candidate(c["name"], chain=c["chain"]) for c in recipe.candidates],
         [resolve_profile(p) for p in recipe.profiles], eval_data=data["eval"], calib_data=data.get("calib"),
@@ -282,11 +300,12 @@ def run_study(recipe: StudyRecipe, *, show_progress: bool = True, use_cache: boo
         max_accuracy_drop=float(recipe.selection["max_accuracy_drop"]), show_progress=show_progress,
         source=recipe.source, export_config=export_cfg, finetune=ft, train_data=data.get("train"), cache=cache,
         selection={k: v for k, v in recipe.selection.items() if k != "max_accuracy_drop"},
-        task={"source": recipe.source, "reference_sha256": file_sha256(reference)},
+        task={"source": recipe.source, "reference_sha256": file_sha256(reference)}, min_fidelity=floor,
         extra={"recipe": ran.to_yaml(out.resolve()), **({} if cache is not None else {"cache": None})},
     )
     ran.save(out / "recipe.yaml")
     write_html(report, out / "report.html")
+    require_completed(report, out)
     return report
 
 

@@ -19,9 +19,10 @@ from modelpress.cache import data_sha256, file_sha256, key_of
 from modelpress.data import Dataset
 from modelpress.io import write_json, write_text
 from modelpress.onnxutil import check_onnx_file, graph_stats, model_size_bytes, op_counts
-from modelpress.errors import GoalNotMet, ModelpressError
+from modelpress.errors import CheckFailed, GoalNotMet, ModelpressError
 from modelpress.optimizers import build_pass, optimize_chain
 from modelpress.optimizers.pytorch import is_torch_technique
+from modelpress.validate import DEFAULT_MIN_FIDELITY, FidelityFloor, Validator
 
 
 @dataclass
@@ -84,25 +85,31 @@ def _variant(name: str, technique: str | None, path: Path, **kw: Any) -> Variant
                    flops=stats["flops"], sha256=file_sha256(path), **kw)
 
 
-def _build(c: Candidate, reference: Path, path: Path, calib: Dataset | None, source: str | None, export_config: Any,
-           finetune: Any, train_data: Dataset | None) -> list[Any]:
-    """Make one candidate: PyTorch steps on the source then export, then the ONNX passes."""
+def _build(c: Candidate, reference: Path, path: Path, calib: Dataset | None, *, source: str | None, export_config: Any,
+           finetune: Any, train_data: Dataset | None, **validation: Any) -> list[Any]:
+    """Make one candidate: PyTorch steps on the source then export, then the ONNX passes (validated against
+    the reference; `validation` = min_fidelity, data, runtime)."""
     from modelpress.optimizers.base import PassResult
     from modelpress.optimizers.pytorch import compress_and_export
 
     torch_steps = [s for s in c.steps if is_torch_technique(s[0])]
     onnx_steps = c.steps[len(torch_steps):]
     if not torch_steps:
-        return optimize_chain(reference, path, onnx_steps, calib)
+        return optimize_chain(reference, path, onnx_steps, calib, **validation)
     exported_to = path if not onnx_steps else path.with_name(f".{path.stem}.pt-export.onnx")
     try:
         res, _ = compress_and_export(source, exported_to, torch_steps, finetune_cfg=finetune, train_data=train_data,
                                      export_config=export_config)
+        # a pruned network is meant to differ from the reference: record its fidelity, enforce only validity
+        v = Validator(reference, validation.get("data"), validation.get("runtime", "ort-cpu"), None,
+                      data_source="evaluation data").check(exported_to)
         results = [PassResult(s.technique, s.config, [*s.notes, *_layer_notes(s)]) for s in res.steps]
+        results[-1].validation = v.to_dict()
+        results[-1].notes.append(f"validated (fidelity recorded, not enforced): {v.summary()}")
         if res.finetune:
             results[-1].notes.append("fine-tuned: " + ", ".join(f"{k}={v}" for k, v in res.finetune.items()))
         if onnx_steps:
-            results += optimize_chain(exported_to, path, onnx_steps, calib)
+            results += optimize_chain(exported_to, path, onnx_steps, calib, **validation)
         return results
     finally:
         if onnx_steps:
@@ -123,17 +130,161 @@ def _layer_notes(step: Any) -> list[str]:
     return [f"per layer: {', '.join(parts)}"] if parts else []
 
 
+def _failure(e: BaseException) -> str:
+    """A candidate's failure in one line: our own errors as they are, anything else flagged as a bug."""
+    if isinstance(e, ModelpressError):
+        return " ".join(str(e).split())
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return f"internal error (a modelpress bug, please report it): {type(e).__name__}: {first}"
+
+
+@dataclass
+class _Run:
+    """One study's shared state: what every stage reads and where it records failures."""
+
+    reference: Path
+    out_dir: Path
+    eval_data: Dataset
+    calib_data: Dataset | None
+    cache: Any
+    floor: Any
+    runtime: str
+    failures: list[dict[str, str]] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def fail(self, name: str, stage: str, e: BaseException) -> None:
+        self.failures.append({"name": name, "stage": stage, "reason": _failure(e)})
+
+    def cached(self, kind: str, key: str | None, compute: Any) -> Any:
+        """The cache's entry for `key`, else compute() stored under it (no cache: just compute)."""
+        got = self.cache.get(kind, key) if self.cache is not None else None
+        if got is None:
+            got = compute()
+            if self.cache is not None:
+                self.cache.put(kind, key, got)
+        return got
+
+
+def _build_stage(run: _Run, candidates: list[Candidate], variants: list[Variant], build_inputs: list | None,
+                 train_sha: str | None, prog: Any, kw: dict[str, Any]) -> None:
+    task_id = prog.add_task("compressing", total=len(candidates)) if prog else None
+    for c in candidates:
+        if prog:
+            prog.update(task_id, description=f"compressing: {c.name}")
+        path = run.out_dir / f"{c.name}.onnx"
+        bkey = hit = None
+        if run.cache is not None:
+            bkey = key_of("build", *build_inputs, c.steps,
+                          train_sha if any(is_torch_technique(t) for t, _ in c.steps) else None)
+            hit = run.cache.model(bkey)
+        if hit is not None:
+            run.cache.restore(hit, path)
+            meta = run.cache.get("models", bkey)
+            config, notes, validation = meta["config"], meta["notes"], meta.get("validation")
+        else:
+            goal_note: list[str] = []
+            try:
+                results = _build(c, run.reference, path, run.calib_data, **kw)
+            except GoalNotMet as e:  # the best model found was saved: measure it, and say it misses its goal
+                results, goal_note = [], [str(e)]
+            except Exception as e:  # one candidate's failure must not end the study: record it, go on
+                run.fail(c.name, "build", e)
+                path.unlink(missing_ok=True)
+                if prog:
+                    prog.advance(task_id)
+                continue
+            if not path.is_file():  # e.g. a step that saved nothing: never measure a model that is not there
+                run.fail(c.name, "build", ModelpressError("the chain wrote no model"))
+                if prog:
+                    prog.advance(task_id)
+                continue
+            config = results[0].config if len(results) == 1 else {r.technique: r.config for r in results}
+            notes = [f"{r.technique}: {n}" for r in results for n in r.notes] + goal_note
+            validation = next((r.validation for r in reversed(results) if r.validation), None)
+            if run.cache is not None:
+                run.cache.put_model(bkey, path, {"config": config, "notes": notes, "validation": validation})
+        run.paths[c.name] = path
+        variants.append(_variant(c.name, c.label, path, config=config, notes=notes, validation=validation))
+        if prog:
+            prog.advance(task_id)
+
+
+def _evaluate_stage(run: _Run, variants: list[Variant], prog: Any) -> list[Variant]:
+    """Top-1 and fidelity of each variant on the study's runtime; a variant that fails here is dropped."""
+    ref_sha, eval_sha = variants[0].sha256, data_sha256(run.eval_data) if run.cache is not None else None
+    ref_out: list[Any] = []
+    task_id = prog.add_task("evaluating", total=len(variants)) if prog else None
+
+    def measure(v: Variant) -> dict[str, Any]:
+        if not ref_out and v is not variants[0]:
+            ref_out.append(evaluate(run.reference, run.eval_data, runtime=run.runtime)[1])
+        metrics, out = evaluate(run.paths[v.name], run.eval_data, reference=ref_out[0] if ref_out else None,
+                                runtime=run.runtime)
+        if not ref_out:
+            ref_out.append(out)
+        return {"top1": metrics.top1, "fidelity": asdict(metrics.fidelity) if metrics.fidelity else None}
+
+    kept = []
+    for v in variants:
+        if prog:
+            prog.update(task_id, description=f"evaluating: {v.name}")
+        key = None if run.cache is None else key_of("eval", v.sha256, ref_sha, eval_sha, run.runtime)
+        try:
+            got = run.cached("evals", key, lambda: measure(v))
+        except Exception as e:
+            if v is variants[0]:
+                raise  # the reference is the user's own model: its failure is the user's to see
+            run.fail(v.name, "evaluate", e)
+        else:
+            v.top1, v.fidelity = got["top1"], got["fidelity"]
+            kept.append(v)
+        if prog:
+            prog.advance(task_id)
+    return kept
+
+
+def _profile_stage(run: _Run, variants: list[Variant], profiles: list[EdgeProfile], pcfg: ProfileConfig,
+                   prog: Any) -> list[Variant]:
+    task_id = prog.add_task("profiling", total=len(variants) * len(profiles)) if prog else None
+    profile_inputs = run.eval_data.take(64)
+    inputs_sha = data_sha256(profile_inputs) if run.cache is not None else None
+    broken: set[str] = set()
+    for prof in profiles:
+        for v in variants:
+            if prog:
+                prog.update(task_id, description=f"profiling: {v.name} @ {prof.name}")
+            if v.name in broken:
+                continue
+            key = None if run.cache is None else key_of("profile", v.sha256, prof.to_dict(), asdict(pcfg), inputs_sha)
+            try:
+                v.latency[prof.name] = run.cached("profiles", key, lambda: profile_model(
+                    run.paths[v.name], prof, pcfg, data=profile_inputs,
+                    data_label="evaluation data (first 64)").to_dict())
+            except Exception as e:
+                if v is variants[0]:
+                    raise
+                run.fail(v.name, f"profile ({prof.name})", e)
+                broken.add(v.name)
+            if prog:
+                prog.advance(task_id)
+    return [v for v in variants if v.name not in broken]
+
+
 def compare(
     reference: str | Path, out_dir: str | Path, candidates: list[Candidate], profiles: list[EdgeProfile], *,
     eval_data: Dataset, calib_data: Dataset | None = None, profile_config: ProfileConfig | None = None,
     title: str = "modelpress comparison", task: dict[str, Any] | None = None, max_accuracy_drop: float = 0.01,
     show_progress: bool = True, metric: str | None = None, source: str | None = None, export_config: Any = None,
     finetune: Any = None, train_data: Dataset | None = None, cache: Any = None, selection: dict | None = None,
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, min_fidelity: Any = DEFAULT_MIN_FIDELITY, runtime: str = "ort-cpu",
 ) -> dict[str, Any]:
     """`metric`: "top1" (needs labels), "agreement" (top-1 agreement with fp32) or "cosine" (mean cosine
     similarity to fp32's outputs, for embedding models); default top1 with labels, else agreement.
-    A candidate whose technique fails is reported under `failed` and the study goes on.
+
+    Every candidate is built through the validation choke point (`min_fidelity` against the reference, on the
+    evaluation data). A candidate that fails at build, validation, evaluation or profiling is recorded under
+    `failed` (with its stage) and the study goes on; the study raises only when the reference itself fails,
+    or (require_completed, after every output is written) when no candidate completed.
 
     Chains may start with PyTorch techniques (pruning, low-rank): those run on `source` (the factory the
     reference was exported from), with `finetune`/`train_data`, before export with `export_config`.
@@ -143,101 +294,43 @@ def compare(
     out_dir.mkdir(parents=True, exist_ok=True)
     pcfg = profile_config or ProfileConfig(op_breakdown=True)
     metric = metric or default_metric(eval_data)
+    floor = FidelityFloor.parse(min_fidelity)
     for c in candidates:  # fail on a bad technique or option before any work is done
         check_chain(c.steps, has_source=source is not None)
-    failed: dict[str, str] = {}
-
+    run = _Run(Path(reference), out_dir, eval_data, calib_data, cache, floor, runtime, paths={"fp32": Path(reference)})
     variants = [_variant("fp32", None, reference)]
-    paths = {"fp32": reference}
-    ref_sha, eval_sha = variants[0].sha256, data_sha256(eval_data) if cache is not None else None
     build_inputs = None if cache is None else [
-        ref_sha, data_sha256(calib_data), source, asdict(export_config) if export_config else None,
-        asdict(finetune) if finetune else None]
+        variants[0].sha256, data_sha256(calib_data), data_sha256(eval_data), None if floor is None else str(floor),
+        runtime, source, asdict(export_config) if export_config else None, asdict(finetune) if finetune else None]
     train_sha = data_sha256(train_data) if cache is not None else None
+    kw = dict(source=source, export_config=export_config, finetune=finetune, train_data=train_data,
+              min_fidelity=floor, data=eval_data, runtime=runtime)
     with _progress(show_progress) as prog:
-        task_id = prog.add_task("compressing", total=len(candidates)) if prog else None
-        for c in candidates:
-            if prog:
-                prog.update(task_id, description=f"compressing: {c.name}")
-            path = out_dir / f"{c.name}.onnx"
-            bkey = hit = None
-            if cache is not None:
-                bkey = key_of("build", *build_inputs, c.steps,
-                              train_sha if any(is_torch_technique(t) for t, _ in c.steps) else None)
-                hit = cache.model(bkey)
-            if hit is not None:
-                cache.restore(hit, path)
-                meta = cache.get("models", bkey)
-                config, notes = meta["config"], meta["notes"]
-            else:
-                goal_note: list[str] = []
-                try:
-                    results = _build(c, reference, path, calib_data, source, export_config, finetune, train_data)
-                except GoalNotMet as e:  # the best model found was saved: measure it, and say it misses its goal
-                    results, goal_note = [], [str(e)]
-                except Exception as e:  # one candidate's failure must not end the study: record it, go on
-                    failed[c.name] = str(e) if isinstance(e, ModelpressError) else \
-                        f"internal error: {type(e).__name__}: {e}"
-                    if prog:
-                        prog.advance(task_id)
-                    continue
-                config = results[0].config if len(results) == 1 else {r.technique: r.config for r in results}
-                notes = [f"{r.technique}: {n}" for r in results for n in r.notes] + goal_note
-                if cache is not None:
-                    cache.put_model(bkey, path, {"config": config, "notes": notes})
-            paths[c.name] = path
-            variants.append(_variant(c.name, c.label, path, config=config, notes=notes))
-            if prog:
-                prog.advance(task_id)
-
-        ref_out = None
-        task_id = prog.add_task("evaluating", total=len(variants)) if prog else None
-        for v in variants:
-            if prog:
-                prog.update(task_id, description=f"evaluating: {v.name}")
-            ekey = None if cache is None else key_of("eval", v.sha256, ref_sha, eval_sha)
-            got = cache.get("evals", ekey) if cache is not None else None
-            if got is None:
-                if ref_out is None and v is not variants[0]:
-                    _, ref_out = evaluate(reference, eval_data)
-                metrics, out = evaluate(paths[v.name], eval_data, reference=ref_out)
-                ref_out = out if ref_out is None else ref_out
-                got = {"top1": metrics.top1, "fidelity": asdict(metrics.fidelity) if metrics.fidelity else None}
-                if cache is not None:
-                    cache.put("evals", ekey, got)
-            v.top1, v.fidelity = got["top1"], got["fidelity"]
-            if prog:
-                prog.advance(task_id)
-
-        task_id = prog.add_task("profiling", total=len(variants) * len(profiles)) if prog else None
-        profile_inputs = eval_data.take(64)
-        inputs_sha = data_sha256(profile_inputs) if cache is not None else None
-        for prof in profiles:
-            for v in variants:
-                if prog:
-                    prog.update(task_id, description=f"profiling: {v.name} @ {prof.name}")
-                pkey = None if cache is None else key_of("profile", v.sha256, prof.to_dict(), asdict(pcfg), inputs_sha)
-                got = cache.get("profiles", pkey) if cache is not None else None
-                if got is None:
-                    got = profile_model(paths[v.name], prof, pcfg, data=profile_inputs,
-                                        data_label="evaluation data (first 64)").to_dict()
-                    if cache is not None:
-                        cache.put("profiles", pkey, got)
-                v.latency[prof.name] = got
-                if prog:
-                    prog.advance(task_id)
+        _build_stage(run, candidates, variants, build_inputs, train_sha, prog, kw)
+        variants = _evaluate_stage(run, variants, prog)
+        variants = _profile_stage(run, variants, profiles, pcfg, prog)
 
     report = build_report(
         variants, [p.to_dict() for p in profiles], title=title,
-        task={"metric": metric, "eval_samples": len(eval_data),
+        task={"metric": metric, "eval_samples": len(eval_data), "runtime": runtime,
+              "min_fidelity": None if floor is None else str(floor),
               "calib_samples": None if calib_data is None else len(calib_data), **(task or {})},
         profile_config=asdict(pcfg), max_accuracy_drop=max_accuracy_drop, objective_profile=profiles[0].name,
         selection=selection,
     )
-    report["failed"] = failed
+    report["failed"] = {f["name"]: f"{f['stage']}: {f['reason']}" for f in run.failures}
+    report["failures"] = run.failures
     if cache is not None:
         report["cache"] = {"hits": cache.hits, "misses": cache.misses}
     report.update(extra or {})
     write_json(out_dir / "report.json", report)
     write_text(out_dir / "report.md", render_markdown(report))
     return report
+
+
+def require_completed(report: dict[str, Any], out_dir: str | Path) -> None:
+    """A study is a success when the reference and at least one candidate completed (exit 0); otherwise
+    CheckFailed (exit 3), raised by the caller after every output is written."""
+    if len(report["variants"]) < 2 and report.get("failed"):
+        raise CheckFailed(f"no candidate completed ({'; '.join(f'{n}: {e}' for n, e in report['failed'].items())}); "
+                          f"the report is in {out_dir}")

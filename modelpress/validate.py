@@ -108,8 +108,13 @@ class Validation:
     def summary(self) -> str:
         if self.worst is None:
             return f"valid on {self.runtime} ({self.samples} samples of {self.data_source})"
-        return (f"{self.metric} {self.worst:.4f} on {self.worst_output!r} ({self.samples} samples of {self.data_source}"
+        return (f"{self.metric} {fmt_fidelity(self.worst)} on {self.worst_output!r} ({self.samples} samples of {self.data_source}"
                 f"{'' if self.floor is None else f'; floor {self.floor}'})")
+
+
+def fmt_fidelity(value: float) -> str:
+    """4 decimals, more where they matter (0.99999 is not 1.0000)."""
+    return f"{value:.4f}" if value < 0.9999 or value == 1 else f"{value:.6f}"
 
 
 def check_structure(path: str | Path) -> str:
@@ -235,7 +240,7 @@ class Validator:
         worst = min(fids, key=lambda f: f.score(metric)) if fids else None
         if metric == "agreement" and not any(f.agreement is not None for f in fids):
             notes.append("no classifier-shaped output: agreement floor judged on cosine")
-        value = None if worst is None else round(worst.score(metric), 6)
+        value = None if worst is None else round(worst.score(metric), 8)
         passed = self.floor is None or value is None or value >= self.floor.value - 1e-9 or not enforce_floor
         return Validation(checker, self.runtime, len(self._feeds), self._data_source or "", fids,
                           None if self.floor is None else str(self.floor), metric,
@@ -256,7 +261,7 @@ def compare_output(name: str, got: np.ndarray, ref: np.ndarray) -> OutputFidelit
     za, zb = na <= tiny, nb <= tiny
     cos = (a * b).sum(1) / np.maximum(na * nb, 1e-300)
     cos = np.where(za & zb, 1.0, np.where(za | zb, 0.0, cos))
-    fid = OutputFidelity(name, "float", round(float(cos.mean()), 6), round(float(cos.min()), 6),
+    fid = OutputFidelity(name, "float", round(float(cos.mean()), 8), round(float(cos.min()), 8),
                          float(np.abs(a - b).max()) if a.size else 0.0)
     if ref.ndim == 2 and ref.shape[1] > 1:
         fid.kind = "classifier"

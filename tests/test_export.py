@@ -64,8 +64,9 @@ def test_parity_failure_keeps_model_and_raises(tmp_path):
     model, example = tiny_cnn()
     with pytest.raises(CheckFailed, match="parity check failed"):
         export_onnx(model, example * 1000, tmp_path / "m.onnx", ExportConfig(exporter="torchscript", atol=0, rtol=0))
-    assert (tmp_path / "m.onnx").exists()
-    assert json.loads(sidecar_path(tmp_path / "m.onnx").read_text())["parity"]["passed"] is False
+    assert not (tmp_path / "m.onnx").exists()  # never at the requested path: kept under a name that says so
+    kept = tmp_path / "m.parity-failed.onnx"
+    assert kept.exists() and json.loads(sidecar_path(kept).read_text())["parity"]["passed"] is False
 
 
 def test_export_failure_writes_nothing(tmp_path):

@@ -111,7 +111,7 @@ onnxruntime {esc(m['onnxruntime'])}. Schema {esc(report['schema'])} v{report['sc
 <h2>Pareto front (size × latency × accuracy)</h2><ul>{pareto}</ul>
 <h2>Plots</h2>{imgs}
 <h2>Findings</h2><ul>{findings or '<li>none</li>'}</ul>
-{f'<h2>Not built</h2><ul>{failed}</ul>' if failed else ''}
+{f'<h2>Failed (the study went on without them)</h2><ul>{failed}</ul>' if failed else ''}
 </body></html>
 """
 

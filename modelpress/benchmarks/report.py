@@ -32,6 +32,7 @@ class Variant:
     params: int | None = None  # elements of all initializers in the ONNX graph
     flops: int | None = None  # 2 x MACs of Conv/MatMul/Gemm at batch 1, from the graph
     sha256: str | None = None  # of the model file, so a bundle finds its row
+    validation: dict[str, Any] | None = None  # the choke point's record (modelpress.validate)
 
 
 def _versions() -> dict[str, str]:
@@ -72,7 +73,8 @@ def build_report(
             "name": v.name, "technique": v.technique, "config": v.config, "path": v.path,
             "size_bytes": v.size_bytes, "size_ratio": round(v.size_bytes / ref.size_bytes, 4), "ops": v.ops,
             "params": v.params, "flops": v.flops, "sha256": v.sha256,
-            "accuracy": acc, "fidelity": v.fidelity, "latency": lat, "notes": list(v.notes),
+            "accuracy": acc, "fidelity": v.fidelity, "validation": v.validation, "latency": lat,
+            "notes": list(v.notes),
             "findings": _findings(v.name, lat, ref.latency, ref.name, latency_margin),
         })
     sel = dict(selection or {})
@@ -270,7 +272,7 @@ def render_markdown(report: dict) -> str:
     if findings:
         lines += ["", "Findings:"] + [f"- {n}: {f}" for n, f in findings]
     if report.get("failed"):
-        lines += ["", "Not built:"] + [f"- {n}: {e}" for n, e in report["failed"].items()]
+        lines += ["", "Failed (the study went on without them):"] + [f"- {n}: {e}" for n, e in report["failed"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -316,5 +318,5 @@ def render_rich(report: dict, wide: bool = False):
         for f in r["findings"]:
             parts.append(Text.assemble(("Finding: ", "bold yellow"), f"{r['name']} is {f}"))
     for name, err in report.get("failed", {}).items():
-        parts.append(Text.assemble(("Not built: ", "bold red"), f"{name}: {err}"))
+        parts.append(Text.assemble(("Failed: ", "bold red"), f"{name}: {err}"))
     return Group(*parts)

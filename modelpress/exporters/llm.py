@@ -194,6 +194,28 @@ def read_meta(path: Path) -> dict[str, Any]:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
+def prefill_samples(folder: Path, samples: int = 8, tokens: int = 32) -> "Any":
+    """Real feeds for validating an exported decoder: held-out prose tokenized by the model's own tokenizer,
+    after one cached (zero) position, with full attention masks and positions: a generation step with a cache."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from modelpress.benchmarks.llm_eval import heldout_text
+    from modelpress.data import Dataset
+    from modelpress.runtimes.generate import OnnxCausalLM
+
+    ids = AutoTokenizer.from_pretrained(folder)(heldout_text())["input_ids"][: samples * tokens]
+    batch = np.asarray(ids, np.int64).reshape(-1, tokens)
+    with OnnxCausalLM(folder / "model.onnx") as lm:
+        past = {k: np.zeros((*v.shape[:2], 1, *v.shape[3:]), v.dtype) for k, v in lm._empty_past(len(batch)).items()}
+        feeds: dict[str, Any] = {"input_ids": batch, **past}
+        if "attention_mask" in lm.inputs:
+            feeds["attention_mask"] = np.ones((len(batch), tokens + 1), np.int64)
+        if "position_ids" in lm.inputs:
+            feeds["position_ids"] = np.broadcast_to(np.arange(1, tokens + 1, dtype=np.int64), batch.shape).copy()
+    return Dataset(feeds)
+
+
 def quantize_llm(folder: str | Path, output: str | Path, steps: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """Run ONNX passes on an exported LLM's model.onnx into a new folder (tokenizer and provenance copied)."""
     from modelpress.onnxutil import model_size_bytes
@@ -203,7 +225,7 @@ def quantize_llm(folder: str | Path, output: str | Path, steps: list[tuple[str, 
     _check_output(output)
     with atomic_dir(output) as work:
         copy_llm_folder(folder, work)
-        results = optimize_chain(folder / "model.onnx", work / "model.onnx", steps)
+        results = optimize_chain(folder / "model.onnx", work / "model.onnx", steps, data=prefill_samples(folder))
         meta = read_meta(folder)
         meta.setdefault("quantization", []).extend({"technique": r.technique, "config": r.config} for r in results)
         meta["output"] = str(output)

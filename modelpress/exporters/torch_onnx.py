@@ -282,16 +282,19 @@ def export_onnx(module, example, output: str | Path, config: ExportConfig | None
         except Exception as e:
             raise ModelpressError(f"exported graph does not pass onnx.checker: {_line(e)}") from None
         parity, ins, outs = _parity(tmp, module, names, tensors, ref, cfg)
-        result = ExportResult(str(output), used, opset_of(tmp), ins, outs, parity,
+        # a model outside tolerance never appears at the requested path: it is kept under a name that says so
+        final = output if parity.passed else output.with_name(f"{output.stem}.parity-failed{output.suffix or '.onnx'}")
+        result = ExportResult(str(final), used, opset_of(tmp), ins, outs, parity,
                               round(time.perf_counter() - t0, 3), notes)
-        os.replace(tmp, output)
+        os.replace(tmp, final)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    write_json(sidecar_path(output), result.to_dict())
+    write_json(sidecar_path(final), result.to_dict())
     if not parity.passed:
         raise CheckFailed(
             f"parity check failed: max abs err {parity.max_abs_err:.3g}, max rel err {parity.max_rel_err:.3g} "
-            f"(atol {cfg.atol:g}, rtol {cfg.rtol:g}); model and {sidecar_path(output).name} kept for inspection"
+            f"(atol {cfg.atol:g}, rtol {cfg.rtol:g}); nothing written at {output}: the model and its report are kept "
+            f"for inspection as {final.name} and {sidecar_path(final).name}"
         )
     return result
 

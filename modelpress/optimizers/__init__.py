@@ -14,7 +14,7 @@ from modelpress.errors import BelowFidelityFloor, GoalNotMet, ModelpressError
 from modelpress.io import atomic_path
 from modelpress.onnxutil import check_onnx_file
 from modelpress.optimizers.base import Pass, PassConfig, PassResult, make_config
-from modelpress.validate import DEFAULT_MIN_FIDELITY, FidelityFloor, InvalidArtifact, Validator
+from modelpress.validate import DEFAULT_MIN_FIDELITY, FidelityFloor, InvalidArtifact, Validator, fmt_fidelity
 
 PASSES: dict[str, type[Pass]] = {}
 
@@ -66,7 +66,7 @@ def optimize(
                 kept = f"; the best try was kept as {best}"
             v = att.validation
             raise BelowFidelityFloor(
-                f"{technique}: best {v.metric} {v.worst:.4f} on output {v.worst_output!r} is below the floor "
+                f"{technique}: best {v.metric} {fmt_fidelity(v.worst)} on output {v.worst_output!r} is below the floor "
                 f"{v.floor} ({v.samples} samples of {v.data_source}); tried: {'; '.join(tries)}; nothing was "
                 f"written at {model_out}{kept} (lower the floor with --min-fidelity, or keep more layers in FP32)")
         with atomic_path(model_out, suffix=".onnx") as tmp:

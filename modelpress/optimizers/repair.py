@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
-from modelpress.validate import InvalidArtifact, Validation, Validator
+from modelpress.validate import InvalidArtifact, Validation, Validator, fmt_fidelity
 
 DEFAULT_MAX_TRIALS = 12
 DEFAULT_BUDGET_S = 900.0
@@ -55,7 +55,7 @@ class Attempt:
         if self.error:
             return f"{self.label}: {self.error}"
         v = self.validation
-        return f"{self.label}: {v.metric} {v.worst:.4f}" if v and v.worst is not None else f"{self.label}: valid"
+        return f"{self.label}: {v.metric} {fmt_fidelity(v.worst)}" if v and v.worst is not None else f"{self.label}: valid"
 
 
 @dataclass
