@@ -11,6 +11,9 @@ manifest.sig (a detached Ed25519 signature over the exact manifest.json bytes) w
 extracting anything, hashes members as streams while extracting them, type-checks every manifest field it
 uses, and checks the one model the manifest names (a plain member name inside the bundle, listed and
 hashed) with its external data (bundle members too). With a public key it first requires a valid signature.
+
+Split: modelpress.manifest holds the manifest's schema, measurements, model card and type checks;
+modelpress.signing the Ed25519 keys and the manifest's signature. Both stay importable from here.
 """
 
 from __future__ import annotations
@@ -19,9 +22,7 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import posixpath
-import re
 import tarfile
 import tempfile
 import zlib
@@ -30,24 +31,21 @@ from typing import Any, Iterator
 
 from modelpress.errors import CheckFailed, ModelpressError
 from modelpress.io import atomic_path
+from modelpress.manifest import (MANIFEST, MANIFEST_SCHEMA, MANIFEST_SIG, MANIFEST_VERSION, SIGN_ALGORITHM, _RESERVED,
+                                 _check_manifest, _metrics_for, _model_card, _plain_name)
 from modelpress.runtimes.ort import _first_line
+from modelpress.signing import (fingerprint, keygen, load_private_key, load_public_key, sign_manifest,
+                                verify_manifest_signature)
 
-MANIFEST = "manifest.json"
-MANIFEST_SIG = "manifest.sig"  # raw 64-byte Ed25519 signature over manifest.json's exact bytes
-MANIFEST_SCHEMA = "modelpress.bundle"
-MANIFEST_VERSION = 1
-SIGN_ALGORITHM = "ed25519"
+__all__ = ["MANIFEST", "MANIFEST_SIG", "MANIFEST_SCHEMA", "MANIFEST_VERSION", "SIGN_ALGORITHM", "MAX_MEMBER_BYTES",
+           "MAX_TOTAL_BYTES", "MAX_MEMBERS", "MAX_MANIFEST_BYTES", "package", "verify", "open_model", "safe_extract",
+           "signature", "fingerprint", "keygen", "load_private_key", "load_public_key"]
+
 MAX_MEMBER_BYTES = 8 << 30  # refuse members over 8 GiB
 MAX_TOTAL_BYTES = 32 << 30  # and bundles over 32 GiB unpacked
 MAX_MEMBERS = 10_000
 MAX_MANIFEST_BYTES = 64 << 20
 _CHUNK = 1 << 20
-_RESERVED = (MANIFEST, MANIFEST_SIG)
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
-_REQUIRED = {"schema", "schema_version", "name", "model", "files", "signature", "opset", "ir_version", "producer",
-             "versions"}
-_SIGN_EXTRA = "pip install 'modelpress[sign]'"
 
 
 def _sha(data: bytes) -> str:
@@ -62,17 +60,6 @@ def _hash_file(path: Path) -> tuple[str, int]:
             h.update(chunk)
             n += len(chunk)
     return h.hexdigest(), n
-
-
-def _plain_name(name: Any) -> bool:
-    """A canonical relative member name: 'a.onnx' or 'sub/a.bin'; no '/', '\\', '.', '..' or empty parts,
-    no drive, no control characters."""
-    if not isinstance(name, str) or not name or len(name) > 1024 or "\\" in name:
-        return False
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return False
-    parts = name.split("/")
-    return all(p not in ("", ".", "..") for p in parts) and ":" not in parts[0]
 
 
 def _all_tensors(graph) -> Iterator[Any]:
@@ -139,159 +126,7 @@ def _opset_of(m) -> dict[str, int]:
     return {o.domain or "ai.onnx": o.version for o in m.opset_import}
 
 
-# ----------------------------------------------------------------------------- signing keys (Ed25519)
-
-
-def _ed25519():
-    try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError:
-        raise ModelpressError(f"signing and signature checks need the cryptography package: {_SIGN_EXTRA}") from None
-    return serialization, ed25519
-
-
-def _read_pem(path: str | Path) -> tuple[Path, bytes]:
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelpressError(f"no such key file: {path}") from None
-    except OSError as e:
-        raise ModelpressError(f"cannot read key file {path}: {e.strerror or e}") from None
-    if b"-----BEGIN " not in data:
-        raise ModelpressError(f"{path} is not a PEM key file (no '-----BEGIN' line); "
-                              "`modelpress sign-keygen PREFIX` makes a key pair")
-    return path, data
-
-
-def _key_kind(key: Any) -> str:
-    return re.sub(r"(Private|Public)Key$", "", type(key).__name__) or type(key).__name__
-
-
-def fingerprint(public_key: Any) -> str:
-    """'sha256:' + the hex sha256 of the raw 32-byte Ed25519 public key."""
-    serialization, _ = _ed25519()
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "sha256:" + _sha(raw)
-
-
-def load_private_key(path: str | Path):
-    """An unencrypted Ed25519 private key from a PEM file (PKCS#8 or OpenSSL's own), or a one-line error."""
-    serialization, ed25519 = _ed25519()
-    from cryptography.exceptions import UnsupportedAlgorithm
-
-    path, data = _read_pem(path)
-    if b"PRIVATE KEY-----" not in data:
-        raise ModelpressError(f"{path} is not a private key (a public key?); --sign takes the private PREFIX.pem")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise ModelpressError(f"{path} is encrypted; bundles are signed with an unencrypted key (keep it mode 0600)") \
-            from None
-    except (ValueError, UnsupportedAlgorithm) as e:
-        raise ModelpressError(f"{path} is not a readable PEM private key: {_first_line(e)}") from None
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise ModelpressError(f"{path} is not an Ed25519 key (it is {_key_kind(key)}); bundles are signed with Ed25519 keys "
-                              "(`modelpress sign-keygen PREFIX` makes one)")
-    return key
-
-
-def load_public_key(path: str | Path):
-    """An Ed25519 public key from a PEM file, or a one-line error."""
-    serialization, ed25519 = _ed25519()
-    from cryptography.exceptions import UnsupportedAlgorithm
-
-    path, data = _read_pem(path)
-    if b"PRIVATE KEY-----" in data:
-        raise ModelpressError(f"{path} is a private key; --key takes the public key (PREFIX.pub.pem)")
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, UnsupportedAlgorithm) as e:
-        raise ModelpressError(f"{path} is not a readable PEM public key: {_first_line(e)}") from None
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise ModelpressError(f"{path} is not an Ed25519 key (it is {_key_kind(key)}); bundles are signed with Ed25519 keys")
-    return key
-
-
-def keygen(prefix: str | Path) -> dict[str, str]:
-    """Write PREFIX.pem (unencrypted PKCS#8 Ed25519 private key, mode 0600) and PREFIX.pub.pem; never overwrites."""
-    serialization, ed25519 = _ed25519()
-    base = str(prefix)
-    base = base[:-len(".pem")] if base.endswith(".pem") else base
-    priv, pub = Path(base + ".pem"), Path(base + ".pub.pem")
-    for p in (priv, pub):
-        if p.exists():
-            raise ModelpressError(f"{p} already exists; not overwriting a key")
-    if not priv.parent.is_dir():
-        raise ModelpressError(f"no such folder: {priv.parent}")
-    key = ed25519.Ed25519PrivateKey.generate()
-    priv_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
-    pub_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    written = []
-    try:
-        for p, data, mode in ((priv, priv_pem, 0o600), (pub, pub_pem, 0o644)):
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            written.append(p)
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), mode)
-                f.write(data)
-    except OSError as e:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise ModelpressError(f"cannot write the key pair {priv} / {pub}: {e.strerror or e}") from None
-    return {"private": str(priv), "public": str(pub), "fingerprint": fingerprint(key.public_key()),
-            "algorithm": SIGN_ALGORITHM}
-
-
 # ----------------------------------------------------------------------------- package
-
-
-def _metrics_for(report: dict, model_sha: str, variant: str | None) -> dict[str, Any] | None:
-    """The report row for this model: by name if given, else the row whose file hash matches, else the pick."""
-    rows = {r["name"]: r for r in report.get("variants", [])}
-    row = rows.get(variant) if variant else None
-    if row is None:
-        row = next((r for r in rows.values() if r.get("sha256") == model_sha), None)
-    if row is None and variant is None:
-        row = rows.get(report.get("selection", {}).get("pick"))
-    if row is None:
-        return None
-    keep = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "speedup_p50", "peak_rss_mb", "cold_start_ms")
-    lat = {p: {k: v for k, v in s.items() if k in keep} for p, s in row["latency"].items()}
-    return {"variant": row["name"], "technique": row.get("technique"), "config": row.get("config"),
-            "size_bytes": row["size_bytes"], "size_ratio": row["size_ratio"], "accuracy": row.get("accuracy"),
-            "fidelity": row.get("fidelity"), "latency": lat, "metric": report.get("task", {}).get("metric"),
-            "profiles": report.get("profiles"), "machine": report.get("machine"), "reference": report.get("reference"),
-            "selection": report.get("selection", {}).get("reason")}
-
-
-def _model_card(name: str, manifest: dict) -> str:
-    sig = manifest["signature"]
-    io_lines = [f"- input `{s['name']}`: {s['dtype']} {s['shape']}" for s in sig["inputs"]]
-    io_lines += [f"- output `{s['name']}`: {s['dtype']} {s['shape']}" for s in sig["outputs"]]
-    lines = [f"# {name}", "", f"ONNX model, opset {manifest['opset']}, IR version {manifest['ir_version']}, "
-             f"produced by {manifest['producer']}.", "", "## Interface", *io_lines, ""]
-    met = manifest.get("metrics")
-    if met:
-        acc = met.get("accuracy")
-        lines += ["## Measured", f"- variant: {met['variant']} ({met.get('technique') or 'reference'}), "
-                  f"{met['size_ratio']:.2f}x the reference's size"]
-        if acc:
-            lines.append(f"- top-1: {acc['top1'] * 100:.2f}% ({-acc['drop'] * 100:+.2f} pt vs reference)")
-        for p, s in met["latency"].items():
-            lines.append(f"- {p}: p50 {s['p50_ms']:.3f} ms, {s['speedup_p50']:.2f}x the reference")
-        if met.get("machine"):
-            lines.append(f"- measured on: {met['machine'].get('cpu')} ({met['machine'].get('usable_cores')} cores)")
-        if met.get("selection"):
-            lines.append(f"- selection: {met['selection']}")
-        lines.append("")
-    lines += ["Verify with `modelpress verify BUNDLE`; every file's sha256 is in manifest.json.", ""]
-    if manifest.get("signed_by"):
-        lines[-1:] = [f"Signed (Ed25519, key {manifest['signed_by']['fingerprint']}): "
-                      "`modelpress verify BUNDLE --key PUBLIC.pem` checks the signature.", ""]
-    return "\n".join(lines)
 
 
 class _HashingReader:
@@ -369,7 +204,7 @@ def package(model: str | Path, output: str | Path, *, report: str | Path | None 
     manifest["files"] = {k: meta[k] for k in sorted(files)}
     files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     if key is not None:
-        files[MANIFEST_SIG] = key.sign(files[MANIFEST])
+        files[MANIFEST_SIG] = sign_manifest(key, files[MANIFEST])
     with atomic_path(output, suffix=".mpk") as tmp:
         with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -466,98 +301,6 @@ def safe_extract(bundle: str | Path, dest: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-# ----------------------------------------------------------------------------- manifest checks
-
-
-def _show(v: Any) -> str:
-    if v is None:
-        return "null"
-    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "an object"}.get(type(v), type(v).__name__)
-    if isinstance(v, (list, dict)):
-        return kind
-    r = repr(v)
-    return f"{kind} {r[:60] + '…' if len(r) > 60 else r}"
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _check_manifest(m: Any, where: str) -> None:
-    """Type-check every manifest field that verify, open_model and gate use; CheckFailed names the field."""
-    def need(ok: bool, field: str, what: str, v: Any) -> None:
-        if not ok:
-            raise CheckFailed(f"{where}: {MANIFEST}: {field} must be {what}, not {_show(v)}")
-
-    need(isinstance(m, dict), "the top level", "a JSON object", m)
-    missing = sorted(_REQUIRED - set(m))
-    if missing:
-        raise CheckFailed(f"{where}: {MANIFEST} lacks {missing}")
-    need(_is_int(m["schema_version"]), "schema_version", "an integer", m["schema_version"])
-    if m["schema"] != MANIFEST_SCHEMA or m["schema_version"] != MANIFEST_VERSION:
-        raise CheckFailed(f"{where}: manifest schema {m['schema']!r} v{m['schema_version']!r} "
-                          f"is not {MANIFEST_SCHEMA} v{MANIFEST_VERSION}")
-    need(isinstance(m["name"], str) and m["name"] != "", "name", "a non-empty string", m["name"])
-    files = m["files"]
-    need(isinstance(files, dict) and bool(files), "files", "a non-empty object {member: {sha256, size}}", files)
-    for k, meta in files.items():
-        if not _plain_name(k) or k in _RESERVED:
-            raise CheckFailed(f"{where}: {MANIFEST}: files has an entry {k!r} that is not a plain relative member "
-                              f"name (absolute, '..', empty part, or {MANIFEST} / {MANIFEST_SIG} themselves)")
-        need(isinstance(meta, dict), f"files[{k!r}]", "an object {sha256, size}", meta)
-        sha, size = meta.get("sha256"), meta.get("size")
-        need(isinstance(sha, str) and bool(_HEX64.fullmatch(sha)), f"files[{k!r}].sha256",
-             "64 lowercase hex digits", sha)
-        need(_is_int(size) and size >= 0, f"files[{k!r}].size", "an integer >= 0", size)
-    model = m["model"]
-    need(isinstance(model, str), "model", "a member name (string)", model)
-    if not _plain_name(model) or model in _RESERVED:
-        raise CheckFailed(f"{where}: {MANIFEST}: model {model!r} is not a plain relative member name (absolute "
-                          f"path, '..', empty part, or {MANIFEST} / {MANIFEST_SIG}); refusing to load anything "
-                          "outside the bundle")
-    if model not in files:
-        raise CheckFailed(f"{where}: {MANIFEST}: model {model!r} is not listed in files")
-    sig = m["signature"]
-    need(isinstance(sig, dict) and isinstance(sig.get("inputs"), list) and isinstance(sig.get("outputs"), list),
-         "signature", "an object with inputs and outputs lists", sig)
-    for side in ("inputs", "outputs"):
-        for i, s in enumerate(sig[side]):
-            f = f"signature.{side}[{i}]"
-            need(isinstance(s, dict), f, "an object {name, dtype, shape}", s)
-            need(isinstance(s.get("name"), str), f + ".name", "a string", s.get("name"))
-            need(isinstance(s.get("dtype"), str), f + ".dtype", "a string", s.get("dtype"))
-            shape = s.get("shape")
-            need(isinstance(shape, list) and all(_is_int(d) or isinstance(d, str) for d in shape), f + ".shape",
-                 "a list of integers and strings", shape)
-    opset = m["opset"]
-    need(isinstance(opset, dict) and all(isinstance(k, str) and _is_int(v) for k, v in opset.items()), "opset",
-         "an object {domain: integer version}", opset)
-    need(_is_int(m["ir_version"]), "ir_version", "an integer", m["ir_version"])
-    need(isinstance(m["producer"], str), "producer", "a string", m["producer"])
-    versions = m["versions"]
-    need(isinstance(versions, dict) and all(isinstance(v, str) for v in versions.values()), "versions",
-         "an object {package: version string}", versions)
-    for opt in ("recipe", "created"):
-        need(m.get(opt) is None or isinstance(m[opt], str), opt, "a string or null", m.get(opt))
-    met = m.get("metrics")
-    need(met is None or isinstance(met, dict), "metrics", "an object or null", met)
-    acc = (met or {}).get("accuracy")
-    need(acc is None or (isinstance(acc, dict) and _is_num(acc.get("top1"))), "metrics.accuracy",
-         "null or an object with a numeric top1", acc)
-    if "signed_by" in m:
-        sb = m["signed_by"]
-        need(isinstance(sb, dict), "signed_by", "an object {algorithm, fingerprint}", sb)
-        need(sb.get("algorithm") == SIGN_ALGORITHM, "signed_by.algorithm", repr(SIGN_ALGORITHM), sb.get("algorithm"))
-        fp = sb.get("fingerprint")
-        need(isinstance(fp, str) and bool(_FINGERPRINT.fullmatch(fp)), "signed_by.fingerprint",
-             "'sha256:' and 64 lowercase hex digits", fp)
-
-
 # ----------------------------------------------------------------------------- verify
 
 
@@ -570,18 +313,6 @@ def verify(bundle: str | Path, into: Path | None = None, key: str | Path | None 
         return _verify_in(Path(bundle), Path(into), pub, key)
     with tempfile.TemporaryDirectory(prefix="modelpress-verify-") as tmp:
         return _verify_in(Path(bundle), Path(tmp), pub, key)
-
-
-def _verify_signature(bundle: Path, raw: bytes, sig: bytes | None, pub: Any, key: str | Path) -> None:
-    from cryptography.exceptions import InvalidSignature
-
-    if sig is None:
-        raise CheckFailed(f"{bundle} is not signed (no {MANIFEST_SIG}); --key {key} requires a valid signature")
-    try:
-        pub.verify(sig, raw)
-    except InvalidSignature:
-        raise CheckFailed(f"{bundle}: the signature over {MANIFEST} does not verify with {key} "
-                          f"({fingerprint(pub)}): tampered, or signed by another key") from None
 
 
 def _verify_in(bundle: Path, root: Path, pub: Any = None, key: str | Path | None = None) -> dict[str, Any]:
@@ -600,7 +331,7 @@ def _verify_in(bundle: Path, root: Path, pub: Any = None, key: str | Path | None
             raise CheckFailed(f"{bundle}: {MANIFEST_SIG} is not a 64-byte Ed25519 signature")
         sig = (root / MANIFEST_SIG).read_bytes()
     if pub is not None:  # authenticate the manifest before trusting anything in it
-        _verify_signature(bundle, raw, sig, pub, key)
+        verify_manifest_signature(bundle, raw, sig, pub, key)
     try:
         manifest = json.loads(raw)
     except (ValueError, RecursionError) as e:

@@ -122,9 +122,13 @@ def export_causal_lm(source: str | Path, output: str | Path, opset: int = 18, ch
     return export_loaded(model, tok, prov, output, opset, check_tokens, prompt)
 
 
-def _check_output(output: Path) -> None:
+def check_output(output: Path) -> None:
+    """Refuse an output folder that exists and is not empty, before any work."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ModelpressError(f"{output} exists and is not empty: choose a new folder")
+
+
+_check_output = check_output  # the old private name
 
 
 def export_loaded(model, tok, prov: dict[str, Any], output: str | Path, opset: int = 18, check_tokens: int = 16,
