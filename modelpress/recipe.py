@@ -28,7 +28,7 @@ from modelpress.io import write_text
 from modelpress.yamlsafe import clip, load_yaml_file, short
 
 RECIPE_VERSION = 1
-_TOP_KEYS = {"modelpress", "model", "output", "calib", "steps"}
+_TOP_KEYS = {"modelpress", "model", "output", "calib", "steps", "min_fidelity"}
 _STEP_KEYS = {"technique", "options"}
 
 
@@ -44,11 +44,14 @@ class Recipe:
     output: str
     steps: list[Step]
     calib: str | None = None
+    min_fidelity: str | None = None  # the validation floor the run used ("none" = off; None = the default)
 
     def to_yaml(self) -> str:
         doc: dict[str, Any] = {"modelpress": RECIPE_VERSION, "model": self.model, "output": self.output}
         if self.calib:
             doc["calib"] = self.calib
+        if self.min_fidelity:
+            doc["min_fidelity"] = self.min_fidelity
         doc["steps"] = [{"technique": s.technique, "options": s.options} for s in self.steps]
         return "# modelpress recipe: replay with `modelpress optimize --recipe FILE`\n" + yaml.safe_dump(
             doc, sort_keys=False, default_flow_style=False)
@@ -59,7 +62,7 @@ class Recipe:
 
         base = Path(path).resolve().parent
         rel = lambda p: None if p is None else os.path.relpath(Path(p).resolve(), base)  # noqa: E731
-        moved = Recipe(rel(self.model), rel(self.output), self.steps, rel(self.calib))
+        moved = Recipe(rel(self.model), rel(self.output), self.steps, rel(self.calib), self.min_fidelity)
         return write_text(path, moved.to_yaml())
 
 
@@ -160,4 +163,13 @@ def load_recipe(path: str | Path, *, allow_outside: bool = False) -> Recipe:
         steps.append(Step(technique, opts))
     base = path.parent
     resolve = lambda p: None if p is None else str((base / p) if not Path(p).is_absolute() else Path(p))  # noqa: E731
-    return Recipe(resolve(doc["model"]), output, steps, resolve(doc.get("calib") or None))
+    floor = doc.get("min_fidelity")
+    if floor is not None:
+        from modelpress.validate import FidelityFloor
+
+        try:
+            parsed = FidelityFloor.parse(str(floor))
+        except ModelpressError as e:
+            raise ModelpressError(f"{_where(top['min_fidelity'][1], path)}: {e}") from None
+        floor = "none" if parsed is None else str(parsed)
+    return Recipe(resolve(doc["model"]), output, steps, resolve(doc.get("calib") or None), floor)

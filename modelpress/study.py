@@ -79,6 +79,13 @@ def check_chain(steps: list[tuple[str, dict[str, Any]]], has_source: bool = True
             seen_onnx = seen_onnx or technique
 
 
+def full_chain(chain: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """Every step with every option, defaults included: what a recipe-as-run records and what cache keys hash."""
+    from modelpress.optimizers.pytorch import build_torch_pass
+
+    return [(t, (build_torch_pass if is_torch_technique(t) else build_pass)(t, o).config.to_dict()) for t, o in chain]
+
+
 def _variant(name: str, technique: str | None, path: Path, **kw: Any) -> Variant:
     stats = graph_stats(path)
     return Variant(name, technique, path.name, model_size_bytes(path), ops=op_counts(path), params=stats["params"],
@@ -172,14 +179,12 @@ def _build_stage(run: _Run, candidates: list[Candidate], variants: list[Variant]
         if prog:
             prog.update(task_id, description=f"compressing: {c.name}")
         path = run.out_dir / f"{c.name}.onnx"
-        bkey = hit = None
-        if run.cache is not None:
-            bkey = key_of("build", *build_inputs, c.steps,
+        bkey = meta = None
+        if run.cache is not None:  # keyed by every option, defaults spelled out: a replayed recipe-as-run hits
+            bkey = key_of("build", *build_inputs, full_chain(c.steps),
                           train_sha if any(is_torch_technique(t) for t, _ in c.steps) else None)
-            hit = run.cache.model(bkey)
-        if hit is not None:
-            run.cache.restore(hit, path)
-            meta = run.cache.get("models", bkey)
+            meta = run.cache.load_model(bkey, path)
+        if meta is not None:
             config, notes, validation = meta["config"], meta["notes"], meta.get("validation")
         else:
             goal_note: list[str] = []
@@ -282,7 +287,7 @@ def compare(
     similarity to fp32's outputs, for embedding models); default top1 with labels, else agreement.
 
     Every candidate is built through the validation choke point (`min_fidelity` against the reference, on the
-    evaluation data). A candidate that fails at build, validation, evaluation or profiling is recorded under
+    calibration data when given, so repairs are not tuned on the evaluation set; else on the evaluation data). A candidate that fails at build, validation, evaluation or profiling is recorded under
     `failed` (with its stage) and the study goes on; the study raises only when the reference itself fails,
     or (require_completed, after every output is written) when no candidate completed.
 
@@ -304,7 +309,10 @@ def compare(
         runtime, source, asdict(export_config) if export_config else None, asdict(finetune) if finetune else None]
     train_sha = data_sha256(train_data) if cache is not None else None
     kw = dict(source=source, export_config=export_config, finetune=finetune, train_data=train_data,
-              min_fidelity=floor, data=eval_data, runtime=runtime)
+              min_fidelity=floor, runtime=runtime,
+              # validate (and steer repairs) on calibration samples; evaluation data stays for the measurement
+              data=calib_data if calib_data is not None else eval_data,
+              data_source="calibration data" if calib_data is not None else "evaluation data")
     with _progress(show_progress) as prog:
         _build_stage(run, candidates, variants, build_inputs, train_sha, prog, kw)
         variants = _evaluate_stage(run, variants, prog)

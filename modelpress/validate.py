@@ -28,7 +28,9 @@ import numpy as np
 from modelpress.data import Dataset, batch_size_for
 from modelpress.errors import CheckFailed, ModelpressError
 
-DEFAULT_MIN_FIDELITY = "cosine=0.98"
+# Measured (README, "Valid and faithful by construction"): INT8 MobileNetV2 logits reach cosine ~0.973 with 99%
+# top-1 agreement on confident crops, while the collapsed models this floor exists for sit at 0.22-0.92.
+DEFAULT_MIN_FIDELITY = "cosine=0.97"
 DEFAULT_SAMPLES = 32
 SYNTHETIC_DIM = 64  # symbolic non-batch dims of synthetic inputs (a multiple of 32: strided CNNs accept it)
 _METRICS = ("cosine", "agreement")

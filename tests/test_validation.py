@@ -20,7 +20,7 @@ from tests.conftest import assert_clean_error, no_leftovers, run_cli
 
 
 @pytest.mark.parametrize("text, want", [
-    (None, FidelityFloor("cosine", 0.98)), ("agreement=0.99", FidelityFloor("agreement", 0.99)),
+    (None, FidelityFloor("cosine", 0.97)), ("agreement=0.99", FidelityFloor("agreement", 0.99)),
     (" Cosine = 0.5 ", FidelityFloor("cosine", 0.5)), ("none", None), ("off", None),
 ])
 def test_floor_parse(text, want):

@@ -20,6 +20,11 @@ class Fidelity:
     cosine_mean: float
     cosine_min: float
     max_abs_err: float
+    # classifiers: agreement where the reference is confident (softmax >= 0.5: uncertain crops flip on any noise),
+    # and how often the reference's top-1 is within the variant's top-5
+    confident_agreement: float | None = None
+    confident_samples: int | None = None
+    top5_contains_ref: float | None = None
 
 
 @dataclass
@@ -69,7 +74,16 @@ def fidelity(out: np.ndarray, ref: np.ndarray) -> Fidelity:
     b = ref.reshape(len(ref), -1).astype(np.float64)
     cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
     agree = float((a.argmax(1) == b.argmax(1)).mean()) if a.shape[1] > 1 else float("nan")
-    return Fidelity(round(agree, 6), round(float(cos.mean()), 6), round(float(cos.min()), 6), float(np.abs(a - b).max()))
+    fid = Fidelity(round(agree, 6), round(float(cos.mean()), 6), round(float(cos.min()), 6), float(np.abs(a - b).max()))
+    if out.ndim == 2 and a.shape[1] >= 5:
+        z = np.exp(b - b.max(1, keepdims=True))
+        confident = (z / z.sum(1, keepdims=True)).max(1) >= 0.5
+        same = a.argmax(1) == b.argmax(1)
+        fid.confident_samples = int(confident.sum())
+        fid.confident_agreement = round(float(same[confident].mean()), 6) if confident.any() else None
+        top5 = np.argsort(-a, axis=1)[:, :5]
+        fid.top5_contains_ref = round(float((top5 == b.argmax(1)[:, None]).any(1).mean()), 6)
+    return fid
 
 
 def evaluate(

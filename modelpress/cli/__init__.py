@@ -67,8 +67,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     axis = samples) plus an optional integer `labels` array.
 
     \b
-    Exit codes: 0 ok, 1 internal error, 2 bad input, 3 a check failed (parity, bundle verification),
-    4 an accuracy goal was not met (inc-tune), 5 `gate` found a regression.
+    Exit codes: 0 ok, 1 internal error, 2 bad input, 3 a check failed (parity, bundle verification,
+    an invalid artifact), 4 an accuracy goal was not met (inc-tune), 5 `gate` found a regression,
+    6 below the fidelity floor (--min-fidelity), 143 terminated by SIGTERM.
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug

@@ -148,7 +148,7 @@ def profile(model: Path, presets: tuple[str, ...], cores: str | None, threads: i
               help="Write the recipe of this run (every option, defaults included); '-' prints it.")
 @click.option("--min-fidelity", default=None, metavar="METRIC=VALUE",
               help="Least fidelity to MODEL the output must keep, on the worst output: cosine=0.99, agreement=0.99 "
-                   "or none [default: cosine=0.98]. Below it the technique's repairs run; if none reaches it, exit 6.")
+                   "or none [default: cosine=0.97]. Below it the technique's repairs run; if none reaches it, exit 6.")
 @click.option("--data", "data_file", type=click.Path(path_type=Path),
               help="Samples to check fidelity on (.npz; default: --calib, else synthetic inputs, and it says so).")
 @click.option("--keep-best", is_flag=True, help="Below the floor, keep the best try as OUTPUT-stem.below-floor.onnx.")
@@ -199,11 +199,13 @@ def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | Non
                   {"-o" if recipe is None else f"the output of {recipe}": rec.output, "--dump-recipe": dump_recipe})
     from modelpress.validate import FidelityFloor
 
-    floor = FidelityFloor.parse(min_fidelity)  # a bad value fails before any work
+    # a bad value fails before any work; a replayed recipe keeps its floor unless the command line overrides it
+    floor = FidelityFloor.parse(min_fidelity if min_fidelity is not None else rec.min_fidelity)
     steps = [(s.technique, s.options) for s in rec.steps]
     results = optimize_chain(rec.model, rec.output, steps, load_npz(rec.calib) if rec.calib else None,
                              min_fidelity=floor, data=load_npz(data_file) if data_file else None, keep_best=keep_best)
-    ran = Recipe(rec.model, rec.output, [Step(r.technique, r.config) for r in results], rec.calib)
+    ran = Recipe(rec.model, rec.output, [Step(r.technique, r.config) for r in results], rec.calib,
+                 "none" if floor is None else str(floor))
     if dump_recipe is not None:
         if str(dump_recipe) == "-":
             click.echo(ran.to_yaml(), err=as_json)

@@ -89,14 +89,27 @@ def preprocess(image, size: int = 224, resize: int = 256) -> np.ndarray:
     return image_to_array(image, ImageSpec(size, resize, IMAGENET_MEAN, IMAGENET_STD))
 
 
+# scikit-image's bundled photographs (those that ship in the wheel, not the ones it downloads): colour photos of
+# objects, people, animals and scenes, and greyscale ones (shown to the network as grey RGB).
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                  "hubble_deep_field.jpg", "retina.jpg", "camera.png", "coins.png", "moon.png", "page.png")
+
+
 def real_photos() -> list[Path]:
     """The real photographs that ship inside installed packages: scikit-learn's china.jpg and flower.jpg,
-    matplotlib's grace_hopper.jpg. No labelled ImageNet images ship in any package."""
+    matplotlib's grace_hopper.jpg and, with scikit-image installed (the `models` extra), its eleven bundled
+    photos. No labelled ImageNet images ship in any package."""
+    import importlib.util
+
     import matplotlib
     import sklearn.datasets
 
     found = [Path(sklearn.datasets.__file__).parent / "images" / n for n in ("china.jpg", "flower.jpg")]
     found.append(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    spec = importlib.util.find_spec("skimage")
+    if spec is not None and spec.submodule_search_locations:
+        data = Path(list(spec.submodule_search_locations)[0]) / "data"
+        found += [data / n for n in SKIMAGE_PHOTOS]
     return [p for p in found if p.is_file()]
 
 
@@ -114,7 +127,8 @@ def photo_views(views: int = 32, seed: int = 0):
     spec = ImageSpec(224, 256, IMAGENET_MEAN, IMAGENET_STD)
     arrays = []
     for p in photos:
-        with Image.open(p) as im:
+        with Image.open(p) as opened:
+            im = opened.convert("RGB")
             for i in range(views):
                 img = ImageOps.mirror(im) if i % 2 else im
                 arrays.append(image_to_array(img, spec, (rng.uniform(0.5, 1.0), rng.uniform(), rng.uniform())))

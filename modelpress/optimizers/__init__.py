@@ -36,7 +36,7 @@ def optimize(
     model_in: str | Path, model_out: str | Path, technique: str, options: dict[str, Any] | None = None,
     calib: Dataset | None = None, *, min_fidelity: "FidelityFloor | str | None" = DEFAULT_MIN_FIDELITY,
     data: Dataset | None = None, runtime: str = "ort-cpu", keep_best: bool = False, repair: bool = True,
-    validator: Validator | None = None,
+    validator: Validator | None = None, data_source: str | None = None,
 ) -> PassResult:
     """Apply one technique to an ONNX file. The output appears only if it is valid (checker, loads on
     `runtime`, finite) and at least `min_fidelity` to the input on `data` (default: the calibration data,
@@ -50,7 +50,8 @@ def optimize(
     if model_out.resolve() == Path(model_in).resolve():
         raise ModelpressError("output must differ from the input model")
     if validator is None:
-        src = "evaluation data" if data is not None else "calibration data" if calib is not None else None
+        src = data_source or ("the given data (--data)" if data is not None else
+                              "calibration data" if calib is not None else None)
         validator = Validator(model_in, data if data is not None else calib, runtime, min_fidelity, data_source=src)
     with tempfile.TemporaryDirectory(prefix="modelpress-opt-") as work:
         att, tries = run_validated(p, Path(model_in), calib, validator, Path(work), repair=repair)
@@ -80,7 +81,7 @@ def optimize(
 def optimize_chain(
     model_in: str | Path, model_out: str | Path, steps: list[tuple[str, dict[str, Any]]], calib: Dataset | None = None,
     *, min_fidelity: "FidelityFloor | str | None" = DEFAULT_MIN_FIDELITY, data: Dataset | None = None,
-    runtime: str = "ort-cpu", keep_best: bool = False,
+    runtime: str = "ort-cpu", keep_best: bool = False, data_source: str | None = None,
 ) -> list[PassResult]:
     """Apply techniques in order (e.g. graph then static-int8); only the final model is written.
 
@@ -91,7 +92,7 @@ def optimize_chain(
         raise ModelpressError("a chain needs at least one technique")
     for name, opts in steps:  # every step's name and options are checked before any work
         build_pass(name, opts)
-    kw = dict(min_fidelity=min_fidelity, data=data, runtime=runtime)
+    kw = dict(min_fidelity=min_fidelity, data=data, runtime=runtime, data_source=data_source)
     if len(steps) == 1:
         return [optimize(model_in, model_out, steps[0][0], steps[0][1], calib, keep_best=keep_best, **kw)]
     work = Path(tempfile.mkdtemp(prefix="modelpress-chain-"))
@@ -106,8 +107,8 @@ def optimize_chain(
                 missed.append(str(e))
                 results.append(PassResult(name, build_pass(name, opts).config.to_dict(), [str(e)], goal_met=False))
             current = nxt
-        end = Validator(model_in, data if data is not None else calib, runtime, min_fidelity,
-                        data_source="evaluation data" if data is not None else "calibration data" if calib else None)
+        end = Validator(model_in, data if data is not None else calib, runtime, min_fidelity, data_source=data_source or (
+            "the given data (--data)" if data is not None else "calibration data" if calib else None))
         v = end.check(current)
         results[-1].notes.append(f"whole chain vs its input: {v.summary()}")
         if not v.passed:
