@@ -50,7 +50,8 @@ def _metrics_for(report: dict, model_sha: str, variant: str | None) -> dict[str,
     lat = {p: {k: v for k, v in s.items() if k in keep} for p, s in row["latency"].items()}
     return {"variant": row["name"], "technique": row.get("technique"), "config": row.get("config"),
             "size_bytes": row["size_bytes"], "size_ratio": row["size_ratio"], "accuracy": row.get("accuracy"),
-            "fidelity": row.get("fidelity"), "latency": lat, "metric": report.get("task", {}).get("metric"),
+            "fidelity": row.get("fidelity"), "validation": row.get("validation"), "latency": lat,
+            "metric": report.get("task", {}).get("metric"),
             "profiles": report.get("profiles"), "machine": report.get("machine"), "reference": report.get("reference"),
             "selection": report.get("selection", {}).get("reason")}
 
