@@ -165,15 +165,22 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
             _check_keys(top[section][1], path, allowed, section)
     selection = {"max_accuracy_drop": 0.01, **(doc.get("selection") or {})}
     sel_node = top["selection"][1] if "selection" in top else root
+    # one unit rule (modelpress.units): '0.5pt' points, '1%' relative to the reference, a bare number a fraction
+    from modelpress.units import parse_accuracy_budget, stated_unit
+    from modelpress.yamlsafe import short
+
     drop = selection["max_accuracy_drop"]
-    if isinstance(drop, str) and drop.endswith("%"):
-        try:
-            selection.update(max_accuracy_drop=float(drop[:-1]) / 100, relative=True)
-        except ValueError:
-            raise ModelpressError(f"{_where(sel_node, path)}: max_accuracy_drop {drop!r} is not a number") from None
-    elif isinstance(drop, bool) or not isinstance(drop, (int, float)) or drop < 0:
-        raise ModelpressError(f"{_where(sel_node, path)}: max_accuracy_drop must be a number >= 0 (points as a "
-                              f"fraction, e.g. 0.01) or a percentage such as '1%', got {drop!r}")
+    sel_keys = _mapping(sel_node, path, "selection") if "selection" in top else {}
+    at_drop = _where(sel_keys["max_accuracy_drop"][1] if "max_accuracy_drop" in sel_keys else sel_node, path)
+    fraction, relative = parse_accuracy_budget(drop, f"{at_drop}: max_accuracy_drop")
+    stated = stated_unit(drop) is not None
+    given = selection.get("relative", relative)
+    if not isinstance(given, bool):
+        raise ModelpressError(f"{_where(sel_node, path)}: relative must be true or false, got {short(given)}")
+    if stated and given != relative:
+        raise ModelpressError(f"{at_drop}: max_accuracy_drop {short(drop)} is {'relative' if relative else 'in points'}"
+                              f" but relative: {str(given).lower()} says otherwise; drop one of them")
+    selection.update(max_accuracy_drop=fraction, relative=given)  # the recipe as run states relative: true/false
     if selection.get("objective", "latency") not in ("latency", "size", "weighted"):
         raise ModelpressError(f"{_where(sel_node, path)}: objective must be latency, size or weighted")
     for section in ("export", "finetune", "profile"):
@@ -270,7 +277,7 @@ def run_study(recipe: StudyRecipe, *, show_progress: bool = True, use_cache: boo
     from modelpress.exporters.torch_onnx import ExportConfig, export_onnx, load_model_source
     from modelpress.optimizers.base import make_config
     from modelpress.optimizers.pytorch import FinetuneConfig
-    from modelpress.study import Candidate, compare, default_metric, require_completed
+    from modelpress.study import Candidate, compare, default_metric, full_chain, require_completed
     from modelpress.validate import FidelityFloor
 
     out = Path(recipe.output)
@@ -289,7 +296,7 @@ def run_study(recipe: StudyRecipe, *, show_progress: bool = True, use_cache: boo
     # the recipe as run: every option of every step, defaults included
     ran = dataclasses.replace(recipe, export=dataclasses.asdict(export_cfg), finetune=dataclasses.asdict(ft),
                               profile=dataclasses.asdict(pcfg), metric=recipe.metric or default_metric(data["eval"]),
-                              candidates=[{"name": c["name"], "chain": _full_chain(c["chain"])}
+                              candidates=[{"name": c["name"], "chain": full_chain(c["chain"])}
                                           for c in recipe.candidates])
     floor = FidelityFloor.parse(recipe.min_fidelity)
     ran.min_fidelity = "none" if floor is None else str(floor)
@@ -301,16 +308,10 @@ def run_study(recipe: StudyRecipe, *, show_progress: bool = True, use_cache: boo
         source=recipe.source, export_config=export_cfg, finetune=ft, train_data=data.get("train"), cache=cache,
         selection={k: v for k, v in recipe.selection.items() if k != "max_accuracy_drop"},
         task={"source": recipe.source, "reference_sha256": file_sha256(reference)}, min_fidelity=floor,
+        runtime=pcfg.runner,  # accuracy, validation and latency all on the runtime the study targets
         extra={"recipe": ran.to_yaml(out.resolve()), **({} if cache is not None else {"cache": None})},
     )
     ran.save(out / "recipe.yaml")
     write_html(report, out / "report.html")
     require_completed(report, out)
     return report
-
-
-def _full_chain(chain: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    from modelpress.optimizers import build_pass
-    from modelpress.optimizers.pytorch import build_torch_pass, is_torch_technique
-
-    return [(t, (build_torch_pass if is_torch_technique(t) else build_pass)(t, o).config.to_dict()) for t, o in chain]

@@ -269,16 +269,18 @@ def sensitivity(model: Path, calib: Path, top: int, samples: int, as_json: bool)
               help="Evaluation data (.npz) with a `labels` array for top-1.")
 @click.option("--reference", type=click.Path(path_type=Path), help="FP32 model to measure fidelity against.")
 @click.option("-b", "--batch-size", default=64, show_default=True)
+@click.option("--runtime", default="ort-cpu", show_default=True,
+              help="Runtime to run MODEL (and --reference) on; see `modelpress list runtimes`.")
 @json_option("Print the result as JSON.")
-def evaluate(model: Path, data_file: Path, reference: Path | None, batch_size: int, as_json: bool) -> None:
+def evaluate(model: Path, data_file: Path, reference: Path | None, batch_size: int, runtime: str, as_json: bool) -> None:
     """Top-1 accuracy on labelled data, and fidelity to a reference model (top-1 agreement, cosine, max abs error)."""
     from modelpress.benchmarks.evaluate import evaluate as run_eval
     from modelpress.benchmarks.evaluate import predict
     from modelpress.data import load_npz
 
     data = load_npz(data_file)
-    ref = predict(reference, data, batch_size) if reference else None
-    res, _ = run_eval(model, data, ref, batch_size)
+    ref = predict(reference, data, batch_size, runtime) if reference else None
+    res, _ = run_eval(model, data, ref, batch_size, runtime)
 
     def human() -> None:
         click.echo(f"{model}: {res.samples} samples")

@@ -34,7 +34,16 @@ Each model's preprocessing follows the package that ships it:
   64 high (width 192, a 3:1 line), x/255 (ddddocr divides by 255 and does not centre).
 
 `decode(name, outputs)` turns the recognizers' outputs into text (CTC greedy, with the character set
-each package ships), for checking that the models read what was rendered.
+each package ships), for checking that the models read what was rendered. Measured on evaluation data
+(seed 1) with the FP32 models: ppocr-cls tells upright from upside-down lines 86% of the time (64 lines;
+chance 50%); ppocr-det's probability is 0.32 on average inside the rendered words and 0.001 outside;
+ppocr-rec reads 32 lines with a character similarity of 0.94 (47% exactly); ddddocr's OCR models read
+single words with a similarity of 0.88 (47% exactly, ignoring case); every box ddddocr-det scores above
+0.5 (507 on 8 scenes) is centred on a rendered word. The outputs are not trivial, so fidelity measures
+what the models do.
+
+Note: ddddocr's OCR models declare their output [1, seqlen] but return [T, 1, 8210] logits (steps
+first): stacked per sample, the validator compares them step by step.
 """
 
 from __future__ import annotations
@@ -425,5 +434,5 @@ def decode(name: str, output: np.ndarray) -> list[str]:
     raise ModelpressError(f"{name} is not a recognizer")
 
 
-__all__ = ["PIP_INSTALL", "THIRD_PARTY", "ThirdPartyModel", "data_for", "data_with_truth", "decode", "get", "locate", "package_dir",
-           "photo_paths", "render_line", "render_scene", "require", "words"]
+__all__ = ["PIP_INSTALL", "THIRD_PARTY", "ThirdPartyModel", "data_for", "data_with_truth", "decode", "get", "locate",
+           "package_dir", "photo_paths", "render_line", "render_scene", "require", "words"]

@@ -11,9 +11,6 @@ from modelpress.io import captured_output
 from modelpress.optimizers import register_pass
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
 
-# ORT's CPU EP has float16 kernels for few ops: a float16 graph there mostly runs through Casts.
-_FP16_EPS = {"ort-cuda", "ort-tensorrt"}
-
 
 @dataclass
 class Fp16Config(PassConfig):
@@ -31,6 +28,7 @@ class Fp16(Pass):
     name = "fp16"
     summary = "float16 weights and activations (ORT converter; unsafe ops stay float32); halves size"
     config_cls = Fp16Config
+    quantizes = True  # float16 over an INT8 graph makes no valid model: refuse it up front
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         import onnx
@@ -60,7 +58,7 @@ class Fp16(Pass):
             OnnxModel(model).topological_sort()
         onnx.save(model, str(model_out))
         notes = []
-        if c.target not in _FP16_EPS:
+        if not _fast_fp16(c.target):
             notes.append(f"{c.target} has few float16 kernels: expect no speed-up (casts around most ops), only half the size")
         if c.node_block_list:
             notes.append(f"kept in FP32: {len(c.node_block_list)} node(s) ({', '.join(c.node_block_list[:6])}"
@@ -95,3 +93,11 @@ class Fp16(Pass):
         ranked = [n for n in activation_ranking(ctx.source, ctx.data) if n not in c.node_block_list]
         yield from exclusion_search(ctx, lambda nodes: with_options(base, node_block_list=bc.node_block_list + nodes),
                                     ranked, "overflow-prone nodes")
+
+
+def _fast_fp16(runtime: str) -> bool:
+    """Whether `runtime` declares native float16 kernels (ORT's CPU EP has few: casts around most ops)."""
+    from modelpress.runtimes import RUNNERS
+
+    cls = RUNNERS.get(runtime)
+    return bool(cls and cls.fast_fp16)

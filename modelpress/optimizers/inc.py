@@ -179,7 +179,7 @@ class IncDynamic(Pass):
 
     def repairs(self, ctx, first):
         """Per-channel weights, then the fewest most sensitive nodes kept in FP32."""
-        from modelpress.optimizers.ort_quant import _exclusion_repair
+        from modelpress.optimizers.ort_quant import exclusion_repair
         from modelpress.optimizers.repair import with_options
 
         base = self
@@ -191,7 +191,7 @@ class IncDynamic(Pass):
                 return
             if att.score < first.score:
                 base = self
-        yield from _exclusion_repair(ctx, base)
+        yield from exclusion_repair(ctx, base, op_types=set(base.config.op_types))  # type: ignore[attr-defined]
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         c: IncDynamicConfig = self.config  # type: ignore[assignment]

@@ -148,7 +148,7 @@ class DynamicInt8(Pass):
                 return
             if att.score > best.score:
                 base = no_conv
-        yield from _exclusion_repair(ctx, base)
+        yield from exclusion_repair(ctx, base, op_types=set(base.config.op_types or _DYNAMIC_OPS))
 
 
 @dataclass
@@ -301,7 +301,7 @@ def calibration_then_exclusion(p: Pass, ctx, first):
             return
         if att.score > best.score:
             base = trial
-    yield from _exclusion_repair(ctx, base)
+    yield from exclusion_repair(ctx, base)
 
 
 def _first_and_last(model: Path, already: list[str]) -> list[str]:
@@ -312,14 +312,15 @@ def _first_and_last(model: Path, already: list[str]) -> list[str]:
     return [] if len(names) < 3 else [n for n in dict.fromkeys([names[0], names[-1]]) if n not in already]
 
 
-def _exclusion_repair(ctx, base: Pass):
+def exclusion_repair(ctx, base: Pass, op_types: set[str] | None = None):
     from modelpress.optimizers.repair import Attempt, exclusion_search, with_options
     from modelpress.optimizers.sensitivity import layer_sensitivity
 
     if not ctx.has_budget():
         return
     try:
-        ranked = [s.node for s in layer_sensitivity(ctx.source, ctx.data, max_samples=min(32, len(ctx.data)))]
+        ranked = [s.node for s in layer_sensitivity(ctx.source, ctx.data, max_samples=min(32, len(ctx.data)))
+                  if op_types is None or s.op_type in op_types]  # only nodes this technique would quantize
     except Exception as e:  # noqa: BLE001 - no ranking, no exclusion search: say so in the tries
         ctx.attempts.append(Attempt("sensitivity ranking", None, error=f"{type(e).__name__}: {str(e)[:150]}"))
         return

@@ -95,12 +95,11 @@ class RepairContext:
             att.error = str(e)
         except ModelpressError as e:
             if strict:
-                raise
+                raise  # the user's input (e.g. nothing to quantize): one line, exit 2, no repairs
             att.error = str(e)
-        except Exception as e:  # noqa: BLE001 - a library failing on one repair setting ends that try only
-            if strict:
-                raise
-            att.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+        except Exception as e:  # noqa: BLE001 - a library crashing on this model or setting ends this try only
+            att.error = (f"{type(p).__module__.rsplit('.', 1)[-1]} pass failed inside its library: {type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
         att.seconds = round(time.monotonic() - t0, 2)
         self.attempts.append(att)
         return att
@@ -166,7 +165,7 @@ def refuse_if_quantized(path: Path, technique: str) -> None:
     if ops:
         what = ", ".join(f"{v} {k}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1])[:4])
         raise ModelpressError(f"{technique}: {path.name} is already quantized ({what}); modelpress refuses to "
-                              "quantize it again (give the FP32 model it was made from)")
+                              "lower its precision again (give the FP32 model it was made from)")
 
 
 def upgrade_opset(source: Path, target: int, workdir: Path, validator: Validator) -> tuple[Path | None, str]:

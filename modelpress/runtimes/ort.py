@@ -9,7 +9,6 @@ import numpy as np
 
 from modelpress.errors import ModelpressError
 from modelpress.onnxutil import check_onnx_file
-from modelpress.runtimes import register_runner
 from modelpress.runtimes.base import Runner, TensorSpec
 
 _ORT_DTYPES = {
@@ -33,6 +32,7 @@ class OrtRunner(Runner):
     """An `onnxruntime.InferenceSession` with a fixed provider list."""
 
     providers: ClassVar[list[Any]] = ["CPUExecutionProvider"]
+    supports_op_profile = True
 
     def __init__(self, model_path: str | Path, options=None) -> None:
         super().__init__(model_path, options)
@@ -61,7 +61,7 @@ class OrtRunner(Runner):
             so.profile_file_prefix = self.options.profile_ops_prefix
         return so
 
-    def load(self) -> None:
+    def load_impl(self) -> None:
         import onnxruntime as ort
 
         check_onnx_file(self.model_path)
@@ -78,7 +78,7 @@ class OrtRunner(Runner):
             raise RuntimeError("runner not loaded; call load() first")
         return self._session
 
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             outs = self.session.run(None, dict(feeds))
         except Exception as e:
@@ -89,7 +89,7 @@ class OrtRunner(Runner):
         """Stop the per-op trace and return its JSON path (only with profile_ops_prefix)."""
         return self.session.end_profiling() if self.options.profile_ops_prefix else None
 
-    def close(self) -> None:
+    def close_impl(self) -> None:
         self._session = None
 
     @property
@@ -117,23 +117,22 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-@register_runner
 class OrtCpuRunner(OrtRunner):
     name = "ort-cpu"
     description = "ONNX Runtime, CPU execution provider"
     providers = ["CPUExecutionProvider"]
 
 
-@register_runner
 class OrtCudaRunner(OrtRunner):
     name = "ort-cuda"
+    fast_fp16 = True
     description = "ONNX Runtime, CUDA execution provider (needs onnxruntime-gpu and an NVIDIA GPU)"
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-@register_runner
 class OrtTensorrtRunner(OrtRunner):
     name = "ort-tensorrt"
+    fast_fp16 = True
     description = "ONNX Runtime, TensorRT execution provider with FP16 and an engine cache (needs onnxruntime-gpu + TensorRT)"
     providers = [
         ("TensorrtExecutionProvider", {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
