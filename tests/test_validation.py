@@ -177,3 +177,15 @@ def test_study_with_no_completed_candidate_writes_report_and_exits_3(tmp_path, t
     p = run_cli("run", str(tmp_path / "r.yaml"), "--json")
     assert_clean_error(p, 3, "no candidate completed")
     assert (tmp_path / "out" / "report.json").is_file() and (tmp_path / "out" / "report.html").is_file()
+
+
+def test_goal_missed_mid_chain_hands_its_best_model_on(tmp_path, tiny_onnx, tiny_data):
+    """inc-tune that misses its goal saves its best model; a later step builds on it and the chain's final model is
+    written (then GoalNotMet, exit 4), so a study measures a model that exists, never one that was not written."""
+    from modelpress.errors import GoalNotMet
+
+    out = tmp_path / "c.onnx"
+    steps = [("inc-tune", {"evaluator": "tests.factories:strict_evaluator", "max_trials": 1}), ("graph", {})]
+    with pytest.raises(GoalNotMet):
+        optimize_chain(tiny_onnx, out, steps, tiny_data)
+    assert check_structure(out) == "full" and "QuantizeLinear" in op_counts(out)
