@@ -479,3 +479,20 @@ def study_folder(tmp_path_factory, tiny_onnx, tiny_npz) -> Path:
     (d / "fp32.onnx").write_bytes(tiny_onnx.read_bytes())
     (d / "data.npz").write_bytes(tiny_npz.read_bytes())
     return d
+
+
+@pytest.mark.parametrize("labels, needle", [
+    (lambda n: np.full(n, 13), "labels must lie in 0..9"),
+    (lambda n: None, "NaN or Inf"),
+])
+def test_bad_finetune_data_is_refused_before_training(tmp_path, labels, needle):
+    x = np.random.default_rng(0).random((16, 1, 16, 16), dtype=np.float32)
+    y = labels(16)
+    if y is None:
+        x[3, 0, 0, 0] = np.nan
+    Dataset({"input": x}, y).save(tmp_path / "ft.npz")
+    before = (tmp_path / "ft.npz").read_bytes()
+    p = run_cli("prune", "tests.factories:tiny_cnn", "--method", "unstructured", "--sparsity", "0.5", "--epochs", "1",
+                "--finetune-data", str(tmp_path / "ft.npz"), "-o", str(tmp_path / "p.onnx"))
+    assert_clean_error(p, 2, needle)
+    assert not (tmp_path / "p.onnx").exists() and (tmp_path / "ft.npz").read_bytes() == before

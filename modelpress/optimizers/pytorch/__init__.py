@@ -123,10 +123,17 @@ def finetune(model, teacher, data: Dataset, names: list[str], cfg: FinetuneConfi
     missing = [n for n in names if n not in data.inputs]
     if missing:
         raise ModelpressError(f"fine-tuning data has no array for input(s) {missing} (it has {sorted(data.inputs)})")
+    data.check_finite("fine-tuning data")  # NaN inputs would train NaN weights and fail only at export parity
     torch.manual_seed(cfg.seed)
     xs = [torch.from_numpy(data.inputs[n]) for n in names]
     y = torch.from_numpy(data.labels) if data.labels is not None else None
     labelled = y is not None and not torch.is_floating_point(y)
+    if labelled:
+        with torch.no_grad():
+            classes = int(teacher(*[x[:1] for x in xs]).shape[-1])
+        if int(y.min()) < 0 or int(y.max()) >= classes:
+            raise ModelpressError(f"fine-tuning data: labels must lie in 0..{classes - 1} (the model has {classes} "
+                                  f"outputs), got {int(y.min())}..{int(y.max())}")
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed)
     steps = cfg.epochs * ((len(data) + cfg.batch_size - 1) // cfg.batch_size)
