@@ -287,9 +287,10 @@ def compare(
     similarity to fp32's outputs, for embedding models); default top1 with labels, else agreement.
 
     Every candidate is built through the validation choke point (`min_fidelity` against the reference, on the
-    calibration data when given, so repairs are not tuned on the evaluation set; else on the evaluation data). A candidate that fails at build, validation, evaluation or profiling is recorded under
-    `failed` (with its stage) and the study goes on; the study raises only when the reference itself fails,
-    or (require_completed, after every output is written) when no candidate completed.
+    calibration data when given, so repairs are not tuned on the evaluation set; else on the evaluation data).
+    A candidate that fails at build, validation, evaluation or profiling is recorded under `failed` (with its
+    stage) and the study goes on; the study raises only when the reference itself fails, or (require_completed,
+    after every output is written) when no candidate completed.
 
     Chains may start with PyTorch techniques (pruning, low-rank): those run on `source` (the factory the
     reference was exported from), with `finetune`/`train_data`, before export with `export_config`.

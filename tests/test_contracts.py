@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
 from modelpress.runtimes import RUNNERS, create_runner
 
@@ -103,5 +102,3 @@ def test_study_on_openvino_measures_accuracy_and_latency_there(tmp_path, tiny_on
     assert [v["name"] for v in rep["variants"]] == ["fp32", "static-int8"]
     assert rep["variants"][1]["validation"]["runtime"] == "openvino"
     assert rep["variants"][1]["latency"]["edge-1core"]["op_breakdown"] is None  # openvino declares no op profile
-
-

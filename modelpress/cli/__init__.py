@@ -36,6 +36,11 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("modelpress: interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # `modelpress list techniques | head`: the reader left; nothing is wrong
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
         except Exception as e:  # a bug: say so in one line, show the traceback on request
             if ctx.obj and ctx.obj.get("debug"):
                 raise

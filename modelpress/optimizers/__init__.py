@@ -1,5 +1,5 @@
-"""Optimization pass registry. A new technique is one module with a `@register_pass` class,
-imported at the bottom of this file."""
+"""The executor of every ONNX technique: `optimize` / `optimize_chain` run a registered pass
+(modelpress.optimizers.registry) through the validation choke point (modelpress.validate) and its repairs."""
 
 from __future__ import annotations
 
@@ -13,23 +13,9 @@ from modelpress.data import Dataset
 from modelpress.errors import BelowFidelityFloor, GoalNotMet, ModelpressError
 from modelpress.io import atomic_path
 from modelpress.onnxutil import check_onnx_file
-from modelpress.optimizers.base import Pass, PassConfig, PassResult, make_config
+from modelpress.optimizers.base import Pass, PassConfig, PassResult
+from modelpress.optimizers.registry import PASSES, build_pass, register_pass
 from modelpress.validate import DEFAULT_MIN_FIDELITY, FidelityFloor, InvalidArtifact, Validator, fmt_fidelity
-
-PASSES: dict[str, type[Pass]] = {}
-
-
-def register_pass(cls: type[Pass]) -> type[Pass]:
-    PASSES[cls.name] = cls
-    return cls
-
-
-def build_pass(name: str, options: dict[str, Any] | None = None) -> Pass:
-    try:
-        cls = PASSES[name]
-    except KeyError:
-        raise ModelpressError(f"unknown technique {name!r}; known: {', '.join(sorted(PASSES))}") from None
-    return cls(make_config(cls.config_cls, options or {}, name))
 
 
 def optimize(
@@ -164,8 +150,5 @@ def run_validated(p: Pass, model_in: Path, calib: Dataset | None, validator: Val
     chosen.result.notes[:0] = notes
     return chosen, tries
 
-
-# The registry: one import per technique module.
-from modelpress.optimizers import fp16, graph, inc, ort_quant, weight_only  # noqa: E402,F401
 
 __all__ = ["PASSES", "Pass", "PassConfig", "PassResult", "build_pass", "optimize", "optimize_chain", "register_pass"]

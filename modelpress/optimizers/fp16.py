@@ -8,7 +8,6 @@ from pathlib import Path
 
 from modelpress.data import Dataset
 from modelpress.io import captured_output
-from modelpress.optimizers import register_pass
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
 
 
@@ -23,7 +22,6 @@ class Fp16Config(PassConfig):
     fold_first: bool = False
 
 
-@register_pass
 class Fp16(Pass):
     name = "fp16"
     summary = "float16 weights and activations (ORT converter; unsafe ops stay float32); halves size"

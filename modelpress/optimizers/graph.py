@@ -10,7 +10,6 @@ from typing import Literal
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
 from modelpress.io import captured_output
-from modelpress.optimizers import register_pass
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
 
 
@@ -35,7 +34,6 @@ class GraphConfig(PassConfig):
     hidden_size: int = 0
 
 
-@register_pass
 class GraphOptimize(Pass):
     name = "graph"
     summary = "graph optimization: ORT offline (basic/extended/all), ORT transformers fusion, or onnxslim"

@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterator, Literal
 from modelpress.data import Dataset, batch_size_for, load_npz
 from modelpress.errors import ModelpressError
 from modelpress.io import captured_output
-from modelpress.optimizers import register_pass
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
-from modelpress.optimizers.ort_quant import QUANTIZED_OPS, Reader, check_quantized, quiet_ort_logs, resolve_reduce_range
+from modelpress.calibration import Reader
+from modelpress.optimizers.ort_quant import QUANTIZED_OPS, check_quantized, quiet_ort_logs, resolve_reduce_range
 
 
 def _inc():
@@ -118,7 +118,6 @@ def _reader_for(step: Pass, model_in: Path, calib: Dataset | None, c: IncStaticC
     return Reader(data, bs), len(data)
 
 
-@register_pass
 class IncStatic(Pass):
     name = "inc-static"
     summary = "Intel Neural Compressor static INT8 (QDQ), optionally with SmoothQuant for transformers"
@@ -170,7 +169,6 @@ class IncDynamicConfig(PassConfig):
     exclude_nodes: list[str] = field(default_factory=list)
 
 
-@register_pass
 class IncDynamic(Pass):
     name = "inc-dynamic"
     summary = "Intel Neural Compressor dynamic INT8 (no calibration)"
@@ -242,7 +240,6 @@ def _load_evaluator(spec: str) -> Callable[[str], float]:
     return fn
 
 
-@register_pass
 class IncTune(Pass):
     name = "inc-tune"
     summary = "Intel Neural Compressor accuracy-aware autotune: falls back sensitive layers to FP32 until the loss fits"

@@ -8,20 +8,17 @@ FP32 there, which the report surfaces rather than hides.
 
 from __future__ import annotations
 
-import functools
 import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
+from modelpress.calibration import Reader
 from modelpress.data import Dataset, batch_size_for
 from modelpress.errors import ModelpressError
 from modelpress.io import captured_output, working_directory
 from modelpress.onnxutil import op_counts
-from modelpress.optimizers import register_pass
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
 
 QUANTIZED_OPS = {
@@ -100,7 +97,6 @@ class DynamicInt8Config(PassConfig):
     exclude_nodes: list[str] = field(default_factory=list)
 
 
-@register_pass
 class DynamicInt8(Pass):
     name = "dynamic-int8"
     summary = "ORT dynamic-range INT8: weights quantized offline, activations scaled at run time (no calibration)"
@@ -175,35 +171,6 @@ class StaticInt8Config(PassConfig):
             raise ModelpressError("static-int8: max_calib_samples and calib_batch_size must be >= 1")
 
 
-class _ReaderBase:
-    """Batches of a Dataset, by position (ORT's GPTQ deep-copies the reader: no generators inside)."""
-
-    def __init__(self, data: Dataset, batch_size: int) -> None:
-        self._data, self._bs, self._pos = data, batch_size, 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._pos >= len(self._data):
-            return None
-        i, self._pos = self._pos, self._pos + self._bs
-        return {k: v[i : i + self._bs] for k, v in self._data.inputs.items()}
-
-    def rewind(self) -> None:
-        self._pos = 0
-
-
-@functools.lru_cache(maxsize=1)
-def _reader_class():
-    from onnxruntime.quantization import CalibrationDataReader
-
-    return type("Reader", (_ReaderBase, CalibrationDataReader), {})
-
-
-def Reader(data: Dataset, batch_size: int):  # noqa: N802 - a class factory: ORT wants its own ABC as base
-    """An ORT CalibrationDataReader over a Dataset (also accepted by INC, which duck-types get_next)."""
-    return _reader_class()(data, batch_size)
-
-
-@register_pass
 class StaticInt8(Pass):
     name = "static-int8"
     summary = "ORT static INT8 (QDQ, per-channel) with activation ranges calibrated on real data"

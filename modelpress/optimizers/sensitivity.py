@@ -46,7 +46,7 @@ def layer_sensitivity(model: str | Path, calib: Dataset, options: dict[str, Any]
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
     from modelpress.optimizers import optimize
-    from modelpress.optimizers.ort_quant import Reader
+    from modelpress.calibration import Reader
 
     data = calib.take(max_samples)
     float_model = onnx.load(str(model))

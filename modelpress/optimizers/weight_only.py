@@ -9,7 +9,6 @@ from typing import Literal
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
 from modelpress.io import captured_output
-from modelpress.optimizers import register_pass
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
 
 
@@ -43,7 +42,8 @@ class _WeightOnly(Pass):
         import onnx
         from onnxruntime.quantization import matmul_nbits_quantizer as mnb
 
-        from modelpress.optimizers.ort_quant import Reader, check_quantized
+        from modelpress.calibration import Reader
+        from modelpress.optimizers.ort_quant import check_quantized
 
         c: WeightOnlyConfig = self.config  # type: ignore[assignment]
         if c.algorithm == "gptq":
@@ -67,14 +67,12 @@ class _WeightOnly(Pass):
         return PassResult(self.name, c.to_dict(), [])
 
 
-@register_pass
 class Int4Weight(_WeightOnly):
     name = "int4-weight"
     summary = "weight-only INT4 for MatMuls (MatMulNBits; RTN, HQQ or GPTQ), block-wise scales"
     bits = 4
 
 
-@register_pass
 class Int8Weight(_WeightOnly):
     name = "int8-weight"
     summary = "weight-only INT8 for MatMuls (MatMulNBits; RTN or GPTQ), block-wise scales"
