@@ -145,6 +145,9 @@ def synthetic_inputs(specs: Sequence[Any], samples: int, seed: int = 0) -> Datas
     rng = np.random.default_rng(seed)
     inputs = {}
     for s in specs:
+        if not (s.dtype.startswith(("float", "int", "uint")) or s.dtype == "bool"):
+            raise ModelpressError(f"input {s.name!r} is {s.dtype}: synthetic inputs cannot stand in for it; "
+                                  "give real samples (--data/--calib)")
         shape = [samples if not isinstance(s.shape[0], int) else s.shape[0] * samples] if s.shape else []
         shape += [d if isinstance(d, int) and d > 0 else SYNTHETIC_DIM for d in s.shape[1:]]
         if s.dtype.startswith("float"):
@@ -180,6 +183,11 @@ class Validator:
     def metric(self) -> str:
         return self.floor.metric if self.floor else "cosine"
 
+    def prepare(self) -> None:
+        """Load the source on the runtime and compute its outputs (once): an input model that does not load is
+        the user's to fix (exit 2, naming it), found before any technique runs."""
+        self._prepare()
+
     def _prepare(self) -> None:
         from modelpress.runtimes import create_runner
 
@@ -193,9 +201,9 @@ class Validator:
                 self._data_source = self._data_source or "the given data"
                 self._ref = _run(r, self._feeds)
                 return
-            self._feeds = synthetic_inputs(specs, max(1, min(self._samples, 8)))
             self._data_source = "synthetic inputs (no data given: fidelity on random inputs)"
             try:
+                self._feeds = synthetic_inputs(specs, max(1, min(self._samples, 8)))
                 self._ref = _run(r, self._feeds)
             except ModelpressError as e:
                 self._ref = {}
@@ -206,7 +214,8 @@ class Validator:
     def data(self) -> Dataset:
         """The samples fidelity is measured on (for repairs that rank layers on the same data)."""
         self._prepare()
-        assert self._feeds is not None
+        if self._feeds is None:
+            raise ModelpressError(self._unmeasured or "no samples to measure on: give real samples (--data/--calib)")
         return self._feeds
 
     def check(self, candidate: str | Path, enforce_floor: bool = True) -> Validation:

@@ -43,6 +43,8 @@ def predict(model: str | Path, data: Dataset, batch_size: int = 64, runtime: str
     with create_runner(runtime, model) as r:
         data.check_against(r.inputs, "evaluation data")
         bs = batch_size_for(r.inputs, batch_size)
+        if not r.outputs:
+            raise ModelpressError(f"{Path(model).name} has no graph outputs: there is nothing to evaluate")
         first = r.outputs[0].name
         return np.concatenate([r.infer(b)[first] for b in data.batches(bs)])
 

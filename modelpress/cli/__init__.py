@@ -92,9 +92,17 @@ def main() -> None:
 
     install_signal_handlers()  # SIGTERM/SIGHUP unwind like Ctrl-C: every temp file is removed on the way out
     try:
-        cli.main(prog_name="modelpress", standalone_mode=True)
+        rc = cli.main(prog_name="modelpress", standalone_mode=False)
+    except click.ClickException as e:  # usage errors too: one line, like every other error, exit 2
+        where = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) is not None else ""
+        click.echo(f"modelpress: error: {' '.join(e.format_message().split())}{where}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("modelpress: interrupted", err=True)
+        sys.exit(130)
     except Terminated as e:
         click.echo(f"modelpress: terminated by {e.signame}", err=True)
         sys.exit(e.code)
     except SystemExit as e:
         sys.exit(e.code if e.code is not None else 0)
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -39,6 +39,7 @@ def optimize(
         src = data_source or ("the given data (--data)" if data is not None else
                               "calibration data" if calib is not None else None)
         validator = Validator(model_in, data if data is not None else calib, runtime, min_fidelity, data_source=src)
+    validator.prepare()  # the input must load and run first: its failure is the user's (exit 2), not the pass's
     with tempfile.TemporaryDirectory(prefix="modelpress-opt-") as work:
         att, tries = run_validated(p, Path(model_in), calib, validator, Path(work), repair=repair)
         result = att.result

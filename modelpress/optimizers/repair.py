@@ -192,54 +192,41 @@ def upgrade_opset(source: Path, target: int, workdir: Path, validator: Validator
 
 def activation_ranking(model: Path, data: Dataset, op_types: Sequence[str] | None = None,
                        samples: int = 8) -> list[str]:
-    """Nodes ranked by the largest magnitude (or the widest dynamic range) of their FP32 outputs on real
-    data: where float16 overflows or loses precision first."""
+    """Nodes ranked by the largest magnitude of their FP32 outputs on real data (overflow past float16's 65504
+    first): where float16 loses most. Empty when the graph cannot be instrumented (the search is then skipped)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="modelpress-rank-") as tmp:  # never beside the user's model
+            return _activation_ranking(model, Path(tmp) / "all-outputs.onnx", data, op_types, samples)
+    except Exception:  # noqa: BLE001 - e.g. tensor names ORT cannot decode: no ranking, no mixed-precision search
+        return []
+
+
+def _activation_ranking(model: Path, tmp: Path, data: Dataset, op_types: Sequence[str] | None,
+                        samples: int) -> list[str]:
     import numpy as np
     import onnx
 
     from modelpress.runtimes import create_runner
 
     m = onnx.load(str(model))
-    float_outs = {}
-    for n in m.graph.node:
-        if op_types and n.op_type not in op_types:
-            continue
-        for o in n.output:
-            if o:
-                float_outs[o] = n.name or o
+    float_outs = {o: n.name or o for n in m.graph.node if not op_types or n.op_type in op_types for o in n.output if o}
     existing = {o.name for o in m.graph.output}
-    for o in float_outs:
-        if o not in existing:
-            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(o))
-    tmp = model.parent / f"{model.stem}.all-outputs.onnx"
+    m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in float_outs if o not in existing)
     onnx.save(m, str(tmp))
-    try:
-        with create_runner("ort-cpu", tmp) as r:
-            names = [o.name for o in r.outputs]
-            scores: dict[str, float] = {}
-            for batch in data.take(samples).batches(1):
-                outs = r.session.run(names, batch)
-                for name, v in zip(names, outs):
-                    if name not in float_outs or not isinstance(v, np.ndarray) or v.dtype.kind != "f" or not v.size:
-                        continue
-                    a = np.abs(v[np.isfinite(v)])
-                    if not a.size:
-                        continue
+    scores: dict[str, float] = {}
+    with create_runner("ort-cpu", tmp) as r:
+        names = [o.name for o in r.outputs]
+        for batch in data.take(samples).batches(1):
+            for name, v in zip(names, r.session.run(names, batch)):
+                if name not in float_outs or not isinstance(v, np.ndarray) or v.dtype.kind != "f" or not v.size:
+                    continue
+                a = np.abs(v[np.isfinite(v)])
+                if a.size:
                     big = float(a.max())
-                    nz = a[a > 0]
-                    # overflow risk dominates; then values below fp16's normal range, then sheer magnitude
-                    s = (1e9 if big > 65504 else 0) + (1e6 if nz.size and float(nz.min()) < 6.1e-5 * 1e-3 else 0) + big
-                    scores[name] = max(scores.get(name, 0.0), s)
-    finally:
-        tmp.unlink(missing_ok=True)
-    ranked = sorted(scores, key=lambda k: -scores[k])
-    seen, nodes = set(), []
-    for o in ranked:
-        node = float_outs[o]
-        if node not in seen:
-            seen.add(node)
-            nodes.append(node)
-    return nodes
+                    scores[name] = max(scores.get(name, 0.0), big + (1e9 if big > 65504 else 0.0))
+    return list(dict.fromkeys(float_outs[o] for o in sorted(scores, key=lambda k: -scores[k])))
 
 
 def keep_file(att: Attempt, dest: Path) -> None:
