@@ -168,7 +168,7 @@ class Validator:
 
     def __init__(self, source: str | Path, data: Dataset | None = None, runtime: str = "ort-cpu",
                  floor: "FidelityFloor | str | None" = DEFAULT_MIN_FIDELITY, samples: int = DEFAULT_SAMPLES,
-                 data_source: str | None = None) -> None:
+                 data_source: str | None = None, judged: Sequence[str] | None = None) -> None:
         self.source = Path(source)
         self.runtime = runtime
         self.floor = FidelityFloor.parse(floor) if not isinstance(floor, FidelityFloor) else floor
@@ -178,6 +178,9 @@ class Validator:
         self._ref: dict[str, np.ndarray] | None = None
         self._feeds: Dataset | None = None
         self._unmeasured: str | None = None  # why fidelity cannot be measured (the source fails on synthetic inputs)
+        # the outputs the floor judges (None: all); the others are recorded. An LLM's KV-cache outputs feed the next
+        # step, so its logits are what a user sees.
+        self.judged = list(judged) if judged else None
 
     @property
     def metric(self) -> str:
@@ -248,7 +251,8 @@ class Validator:
                                       "where the source model is finite")
             fids.append(compare_output(name, got, ref))
         metric = self.metric
-        worst = min(fids, key=lambda f: f.score(metric)) if fids else None
+        bar = [f for f in fids if self.judged is None or f.name in self.judged] or fids
+        worst = min(bar, key=lambda f: f.score(metric)) if bar else None
         if metric == "agreement" and not any(f.agreement is not None for f in fids):
             notes.append("no classifier-shaped output: agreement floor judged on cosine")
         value = None if worst is None else round(worst.score(metric), 8)

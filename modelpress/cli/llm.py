@@ -61,21 +61,31 @@ def llm_export(source: str, output: Path, opset: int, check_tokens: int, as_json
               help="int4-weight, int8-weight, dynamic-int8, fp16, graph... (repeat for a chain).")
 @click.option("--option", "option_pairs", multiple=True, help="Technique option key=value or TECHNIQUE.key=value.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
+@click.option("--min-fidelity", default=None, metavar="METRIC=VALUE",
+              help="Least fidelity of the logits to the source's, on one cached generation step over held-out prose: "
+                   "cosine=0.99, or none [default: cosine=0.97]. Below it: repairs, then exit 6.")
 @json_option("Print the result as JSON.")
 def llm_quantize(folder: Path, techniques: tuple[str, ...], option_pairs: tuple[str, ...], output: Path,
-                 as_json: bool) -> None:
+                 min_fidelity: str | None, as_json: bool) -> None:
     """Quantize an exported LLM folder's model.onnx; tokenizer and provenance are copied along.
+
+    The result is validated like every artifact (checker, loads, finite) and its logits are compared with the
+    source's on real text; perplexity, speed and memory come from `modelpress llm eval`.
 
     \b
     int4 that also shrinks a tied embedding table (fold its Transpose first):
       modelpress llm quantize smol-fp32 -t graph -t int4-weight --option graph.level=basic \\
-          --option int4-weight.op_types=[MatMul,Gather] -o smol-int4
+          --option int4-weight.op_types=[MatMul,Gather] --min-fidelity cosine=0.9 -o smol-int4
     """
     from modelpress.exporters.llm import quantize_llm
     from modelpress.io import guard_outputs
 
     guard_outputs({"FOLDER": folder}, {"-o": output})
-    res = quantize_llm(folder, output, list(zip(techniques, _step_options(option_pairs, list(techniques)))))
+    from modelpress.validate import FidelityFloor
+
+    floor = FidelityFloor.parse(min_fidelity)
+    res = quantize_llm(folder, output, list(zip(techniques, _step_options(option_pairs, list(techniques)))),
+                       min_fidelity=floor)
     lines = [f"{' -> '.join(techniques)}: wrote {output}/model.onnx ({res['size_bytes'] / 1e6:.1f} MB, "
              f"{res['size_ratio']:.3f}x of {res['size_before'] / 1e6:.1f} MB)"]
     lines += [f"  {n}" for n in res["notes"]]

@@ -220,7 +220,8 @@ def prefill_samples(folder: Path, samples: int = 8, tokens: int = 32) -> "Any":
     return Dataset(feeds)
 
 
-def quantize_llm(folder: str | Path, output: str | Path, steps: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+def quantize_llm(folder: str | Path, output: str | Path, steps: list[tuple[str, dict[str, Any]]],
+                 min_fidelity: Any = "cosine=0.97") -> dict[str, Any]:
     """Run ONNX passes on an exported LLM's model.onnx into a new folder (tokenizer and provenance copied)."""
     from modelpress.onnxutil import model_size_bytes
     from modelpress.optimizers import optimize_chain
@@ -229,12 +230,18 @@ def quantize_llm(folder: str | Path, output: str | Path, steps: list[tuple[str, 
     _check_output(output)
     with atomic_dir(output) as work:
         copy_llm_folder(folder, work)
-        results = optimize_chain(folder / "model.onnx", work / "model.onnx", steps, data=prefill_samples(folder))
+        try:
+            results = optimize_chain(folder / "model.onnx", work / "model.onnx", steps, data=prefill_samples(folder),
+                                     data_source="held-out prose, one generation step with a cache", judged=["logits"],
+                                     min_fidelity=min_fidelity)
+        except ModelpressError as e:  # name the folder the user asked for, not our private temp folder
+            raise type(e)(str(e).replace(str(work / "model.onnx"), str(output)).replace(str(work), str(output))) from None
         meta = read_meta(folder)
         meta.setdefault("quantization", []).extend({"technique": r.technique, "config": r.config} for r in results)
         meta["output"] = str(output)
         (work / LLM_META).write_text(json.dumps(meta, indent=2) + "\n")
         before, after = model_size_bytes(folder / "model.onnx"), model_size_bytes(work / "model.onnx")
-    return {"output": str(output), "steps": [{"technique": r.technique, "config": r.config} for r in results],
+    return {"output": str(output), "steps": [{"technique": r.technique, "config": r.config, "validation": r.validation,
+                                              "repairs": r.repairs} for r in results],
             "notes": [f"{r.technique}: {n}" for r in results for n in r.notes],
             "size_before": before, "size_bytes": after, "size_ratio": round(after / before, 4)}

@@ -22,7 +22,7 @@ def optimize(
     model_in: str | Path, model_out: str | Path, technique: str, options: dict[str, Any] | None = None,
     calib: Dataset | None = None, *, min_fidelity: "FidelityFloor | str | None" = DEFAULT_MIN_FIDELITY,
     data: Dataset | None = None, runtime: str = "ort-cpu", keep_best: bool = False, repair: bool = True,
-    validator: Validator | None = None, data_source: str | None = None,
+    validator: Validator | None = None, data_source: str | None = None, judged: list[str] | None = None,
 ) -> PassResult:
     """Apply one technique to an ONNX file. The output appears only if it is valid (checker, loads on
     `runtime`, finite) and at least `min_fidelity` to the input on `data` (default: the calibration data,
@@ -38,7 +38,8 @@ def optimize(
     if validator is None:
         src = data_source or ("the given data (--data)" if data is not None else
                               "calibration data" if calib is not None else None)
-        validator = Validator(model_in, data if data is not None else calib, runtime, min_fidelity, data_source=src)
+        validator = Validator(model_in, data if data is not None else calib, runtime, min_fidelity, data_source=src,
+                              judged=judged)
     validator.prepare()  # the input must load and run first: its failure is the user's (exit 2), not the pass's
     with tempfile.TemporaryDirectory(prefix="modelpress-opt-") as work:
         att, tries = run_validated(p, Path(model_in), calib, validator, Path(work), repair=repair)
@@ -68,7 +69,7 @@ def optimize(
 def optimize_chain(
     model_in: str | Path, model_out: str | Path, steps: list[tuple[str, dict[str, Any]]], calib: Dataset | None = None,
     *, min_fidelity: "FidelityFloor | str | None" = DEFAULT_MIN_FIDELITY, data: Dataset | None = None,
-    runtime: str = "ort-cpu", keep_best: bool = False, data_source: str | None = None,
+    runtime: str = "ort-cpu", keep_best: bool = False, data_source: str | None = None, judged: list[str] | None = None,
 ) -> list[PassResult]:
     """Apply techniques in order (e.g. graph then static-int8); only the final model is written.
 
@@ -79,7 +80,7 @@ def optimize_chain(
         raise ModelpressError("a chain needs at least one technique")
     for name, opts in steps:  # every step's name and options are checked before any work
         build_pass(name, opts)
-    kw = dict(min_fidelity=min_fidelity, data=data, runtime=runtime, data_source=data_source)
+    kw = dict(min_fidelity=min_fidelity, data=data, runtime=runtime, data_source=data_source, judged=judged)
     if len(steps) == 1:
         return [optimize(model_in, model_out, steps[0][0], steps[0][1], calib, keep_best=keep_best, **kw)]
     work = Path(tempfile.mkdtemp(prefix="modelpress-chain-"))
@@ -90,12 +91,14 @@ def optimize_chain(
             nxt = work / f"step{i}-{name}.onnx"
             try:
                 results.append(optimize(current, nxt, name, opts, calib, **kw))
+            except BelowFidelityFloor as e:  # name the chain's output, not this step's private temp file
+                raise BelowFidelityFloor(str(e).replace(str(nxt), str(model_out))) from None
             except GoalNotMet as e:
                 missed.append(str(e))
                 results.append(PassResult(name, build_pass(name, opts).config.to_dict(), [str(e)], goal_met=False))
             current = nxt
         end = Validator(model_in, data if data is not None else calib, runtime, min_fidelity, data_source=data_source or (
-            "the given data (--data)" if data is not None else "calibration data" if calib else None))
+            "the given data (--data)" if data is not None else "calibration data" if calib else None), judged=judged)
         v = end.check(current)
         results[-1].notes.append(f"whole chain vs its input: {v.summary()}")
         if not v.passed:

@@ -66,6 +66,21 @@ class _WeightOnly(Pass):
         check_quantized(model_out, self.name)
         return PassResult(self.name, c.to_dict(), [])
 
+    def repairs(self, ctx, first):
+        """Smaller blocks (finer scales, a little more size), then, for 4 bits, HQQ's optimized scales."""
+        from modelpress.optimizers.repair import with_options
+
+        c: WeightOnlyConfig = self.config  # type: ignore[assignment]
+        block = c.block_size
+        while block > 16 and ctx.has_budget():
+            block //= 2
+            att = ctx.attempt(with_options(self, block_size=block), f"block_size={block}")
+            yield att
+            if att.passed:
+                return
+        if self.bits == 4 and c.algorithm == "rtn" and c.op_types == ["MatMul"] and ctx.has_budget():
+            yield ctx.attempt(with_options(self, algorithm="hqq"), "algorithm=hqq")
+
 
 class Int4Weight(_WeightOnly):
     name = "int4-weight"
