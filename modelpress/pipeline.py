@@ -19,7 +19,8 @@ ran, with every option spelled out, so replaying it gives the same artifacts.
     profiles: [edge-1core, edge-2core]
     profile: {iterations: 200, warmup: 20}
     metric: top1                                # top1 | agreement | cosine
-    selection: {max_accuracy_drop: 0.01, relative: false, objective: latency, profile: edge-1core}
+    selection: {max_accuracy_drop: 1pt, objective: latency, profile: edge-1core}   # 1pt absolute, '1%' relative
+    min_fidelity: cosine=0.97                   # the validation floor of every ONNX step
     output: study                               # folder, relative to the recipe
 
 Steps are cached under OUTPUT/.cache by a hash of their inputs and config (see modelpress.cache).
@@ -78,7 +79,12 @@ class StudyRecipe:
         doc["finetune"] = self.finetune
         doc["candidates"] = [{"name": c["name"], "chain": [{"technique": t, "options": o} for t, o in c["chain"]]}
                              for c in self.candidates]
-        doc.update(profiles=self.profiles, profile=self.profile, metric=self.metric, selection=self.selection,
+        sel = dict(self.selection)
+        if isinstance(sel.get("max_accuracy_drop"), (int, float)):  # the recipe as run states the unit
+            from modelpress.units import format_accuracy_budget
+
+            sel["max_accuracy_drop"] = format_accuracy_budget(sel["max_accuracy_drop"], bool(sel.get("relative")))
+        doc.update(profiles=self.profiles, profile=self.profile, metric=self.metric, selection=sel,
                    min_fidelity=self.min_fidelity, output=rel(self.output))
         return "# modelpress study recipe: replay with `modelpress run FILE`\n" + yaml.safe_dump(
             doc, sort_keys=False, default_flow_style=False)

@@ -755,9 +755,13 @@ def test_study_recipe_budget_units_and_the_recipe_as_run(study_folder):
         (study_folder / "u.yaml").write_text(STUDY + f"selection: {sel}\n")
         rec = load_study_recipe(study_folder / "u.yaml")
         assert (rec.selection["max_accuracy_drop"], rec.selection["relative"]) == want, text
-        # the recipe as run says which: relative true/false, next to the fraction
+        # the recipe as run states the unit ('0.5pt' or '1%') and relative true/false, and reads back the same
+        from modelpress.units import parse_accuracy_budget
+
         ran = yaml.safe_load(rec.to_yaml())
-        assert ran["selection"]["relative"] is want[1] and math.isclose(ran["selection"]["max_accuracy_drop"], want[0])
+        frac, rel = parse_accuracy_budget(ran["selection"]["max_accuracy_drop"], "replay")
+        assert ran["selection"]["relative"] is want[1] and rel is want[1] and math.isclose(frac, want[0])
+        assert str(ran["selection"]["max_accuracy_drop"]).endswith(("pt", "%"))
         (study_folder / "again.yaml").write_text(rec.to_yaml(study_folder))
         again = load_study_recipe(study_folder / "again.yaml")
         assert (again.selection["max_accuracy_drop"], again.selection["relative"]) == want

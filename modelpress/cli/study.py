@@ -84,7 +84,8 @@ _RUN_HELP = """Run a study recipe: every candidate chain, evaluated and profiled
     \b
     RECIPE is YAML (see `modelpress.pipeline` or the README): source/model, data, candidates such as
     [graph, static-int8] or ["prune-structured:0.5", static-int8], profiles, metric and selection
-    (max_accuracy_drop as points, e.g. 0.01, or relative, e.g. '1%'; objective latency, size or weighted).
+    (max_accuracy_drop with its unit: 1pt absolute, '1%' relative, a bare 0.01 a fraction; objective latency, size
+    or weighted) and min_fidelity (the validation floor, e.g. cosine=0.99; every failed candidate is recorded).
     Finished steps are cached under OUTPUT/.cache by a hash of their inputs: a re-run, or a run after
     a crash or kill, redoes only what is missing. Writes OUTPUT/report.json, report.md, report.html and
     recipe.yaml (the recipe as run, every option spelled out: replaying it gives the same artifacts).
