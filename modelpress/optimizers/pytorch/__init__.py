@@ -1,6 +1,6 @@
 """PyTorch-side techniques: they change the network itself (pruning, low-rank), so they run before export.
 
-Same shape as the ONNX passes: each is a `@register_torch_pass` class with a typed
+Same shape as the ONNX passes: each is a `TorchPass` class (one line in `_REGISTRY`) with a typed
 dataclass config, so a chain such as `[prune-structured, static-int8]` can be
 recorded in a recipe and replayed. `compress_model` applies the steps, optionally
 fine-tunes once (masks stay in place while training), then makes every change
@@ -13,6 +13,7 @@ import abc
 import copy
 import dataclasses
 import importlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,23 +22,44 @@ from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
 from modelpress.optimizers.base import PassConfig, make_config
 
-TORCH_PASSES: dict[str, type["TorchPass"]] = {}
+# name -> "module:Class", imported on first use: the package never imports its technique modules at import time
+_REGISTRY = {
+    "prune-unstructured": "modelpress.optimizers.pytorch.pruning:UnstructuredPrune",
+    "prune-nm": "modelpress.optimizers.pytorch.pruning:NMPrune",
+    "prune-structured": "modelpress.optimizers.pytorch.pruning:StructuredPrune",
+    "lowrank": "modelpress.optimizers.pytorch.lowrank:LowRank",
+}
+
+
+class _TorchPasses(Mapping):
+    def __getitem__(self, name: str) -> type["TorchPass"]:
+        module, _, cls = _REGISTRY[name].partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_REGISTRY)
+
+    def __len__(self) -> int:
+        return len(_REGISTRY)
+
+
+TORCH_PASSES: Mapping[str, type["TorchPass"]] = _TorchPasses()
 
 
 def register_torch_pass(cls: type["TorchPass"]) -> type["TorchPass"]:
-    TORCH_PASSES[cls.name] = cls
+    """Register a PyTorch-side technique defined outside modelpress (a plugin) under its `name`."""
+    _REGISTRY[cls.name] = f"{cls.__module__}:{cls.__qualname__}"
     return cls
 
 
 def is_torch_technique(name: str) -> bool:
-    return name in TORCH_PASSES
+    return name in _REGISTRY
 
 
 def build_torch_pass(name: str, options: dict[str, Any] | None = None) -> "TorchPass":
-    try:
-        cls = TORCH_PASSES[name]
-    except KeyError:
-        raise ModelpressError(f"unknown PyTorch technique {name!r}; known: {', '.join(sorted(TORCH_PASSES))}") from None
+    if name not in _REGISTRY:
+        raise ModelpressError(f"unknown PyTorch technique {str(name)[:60]!r}; known: {', '.join(sorted(_REGISTRY))}")
+    cls = TORCH_PASSES[name]
     return cls(make_config(cls.config_cls, options or {}, name))
 
 
@@ -245,9 +267,6 @@ def compress_and_export(source: str, output: str | Path, steps: list[tuple[str, 
     exported = export_onnx(module, example, output, export_config)
     return result, exported
 
-
-# The registry: one import per technique module.
-from modelpress.optimizers.pytorch import lowrank, pruning  # noqa: E402,F401
 
 __all__ = ["TORCH_PASSES", "CompressResult", "FinetuneConfig", "TorchPass", "TorchPassResult", "build_torch_pass",
            "compress_and_export", "compress_model", "is_torch_technique", "register_torch_pass"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from modelpress.errors import ModelpressError
 from modelpress.optimizers.base import PassConfig
-from modelpress.optimizers.pytorch import TorchPass, TorchPassResult, check_fraction, register_torch_pass
+from modelpress.optimizers.pytorch import TorchPass, TorchPassResult, check_fraction
 
 
 @dataclass
@@ -36,7 +36,6 @@ def _set_module(model, name: str, new) -> None:
     setattr(parent, child, new)
 
 
-@register_torch_pass
 class LowRank(TorchPass):
     name = "lowrank"
     summary = "SVD factorization of Linear and 1x1 Conv layers by energy threshold or rank ratio"

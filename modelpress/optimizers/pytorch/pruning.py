@@ -20,7 +20,7 @@ from typing import Literal
 from modelpress.errors import ModelpressError
 from modelpress.optimizers.base import PassConfig
 from modelpress.optimizers.pytorch import (
-    TorchPass, TorchPassResult, check_fraction, register_torch_pass, weighted_layers,
+    TorchPass, TorchPassResult, check_fraction, weighted_layers,
 )
 
 
@@ -59,7 +59,6 @@ class _MaskPrune(TorchPass):
         _remove_masks(model)
 
 
-@register_torch_pass
 class UnstructuredPrune(_MaskPrune):
     name = "prune-unstructured"
     summary = "magnitude pruning of single weights (torch.nn.utils.prune); the ONNX stays dense"
@@ -110,7 +109,6 @@ def nm_mask(weight, n: int, m: int):
     return (mask.movedim(-1, 1) if w.ndim > 2 else mask).to(w.dtype)
 
 
-@register_torch_pass
 class NMPrune(_MaskPrune):
     name = "prune-nm"
     summary = "N:M semi-structured sparsity (default 2:4) via torch.nn.utils.prune masks; the ONNX stays dense"
@@ -158,7 +156,6 @@ class StructuredConfig(PassConfig):
             raise ModelpressError("prune-structured: round_to must be >= 1")
 
 
-@register_torch_pass
 class StructuredPrune(TorchPass):
     name = "prune-structured"
     summary = "remove whole channels, dependency-aware (torch-pruning): a smaller, faster dense graph"
