@@ -27,7 +27,7 @@ import tarfile
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from modelpress.errors import CheckFailed, ModelpressError
 from modelpress.io import atomic_path
@@ -62,32 +62,11 @@ def _hash_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def _all_tensors(graph) -> Iterator[Any]:
-    """Every TensorProto of a graph: initializers, sparse initializers, tensor attributes, subgraphs."""
-    yield from graph.initializer
-    for sp in graph.sparse_initializer:
-        yield sp.values
-        yield sp.indices
-    for node in graph.node:
-        for a in node.attribute:
-            if a.HasField("t"):
-                yield a.t
-            yield from a.tensors
-            if a.HasField("sparse_tensor"):
-                yield a.sparse_tensor.values
-                yield a.sparse_tensor.indices
-            for sp in a.sparse_tensors:
-                yield sp.values
-                yield sp.indices
-            if a.HasField("g"):
-                yield from _all_tensors(a.g)
-            for g in a.graphs:
-                yield from _all_tensors(g)
-
-
 def _external_locations(proto) -> list[str]:
     locs = set()
-    for t in _all_tensors(proto.graph):
+    from modelpress.onnxutil import all_tensors
+
+    for t in all_tensors(proto):
         for kv in t.external_data:
             if kv.key == "location":
                 locs.add(kv.value)

@@ -65,7 +65,7 @@ def _check_opset_imports(model, path: Path) -> None:
                               "(an invalid or very old model); re-export it with a current exporter")
 
 
-def _tensors(model):
+def all_tensors(model):
     """Every TensorProto in the model that could hold data: initializers, Constant values, subgraphs, functions."""
     def from_attrs(attrs):
         for attr in attrs:
@@ -102,7 +102,7 @@ def _check_external_data(model, path: Path) -> None:
 
     folder = Path(os.path.realpath(path.parent))
     sizes: dict[str, int] = {}
-    for t in _tensors(model):
+    for t in all_tensors(model):
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = {kv.key: kv.value for kv in t.external_data}

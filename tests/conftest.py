@@ -11,6 +11,18 @@ from modelpress.data import Dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The smallest valid study recipe (fp32.onnx + data.npz beside it): bad-input tests break one thing in it.
+TINY_STUDY = """\
+modelpress: 1
+kind: study
+model: fp32.onnx
+data: {eval: data.npz}
+candidates:
+  - [dynamic-int8]
+profiles: [edge-1core]
+output: out
+"""
+
 
 def pytest_collection_modifyitems(config, items):
     """GPU tests skip cleanly where onnxruntime has no CUDA provider (every CI machine)."""

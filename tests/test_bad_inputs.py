@@ -15,18 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, assert_clean_error, run_cli
+from tests.conftest import ROOT, TINY_STUDY, assert_clean_error, run_cli
 
-GOOD_STUDY = """\
-modelpress: 1
-kind: study
-model: fp32.onnx
-data: {eval: data.npz}
-candidates:
-  - [dynamic-int8]
-profiles: [edge-1core]
-output: out
-"""
+GOOD_STUDY = TINY_STUDY  # one recipe for every bad-input test (tests/conftest.py)
 
 
 def _recipe(tmp: Path, text: str) -> str:

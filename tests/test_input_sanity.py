@@ -26,18 +26,9 @@ from modelpress.errors import ModelpressError
 from modelpress.recipe import load_recipe
 from modelpress.runtimes.base import TensorSpec
 from modelpress.yamlsafe import MAX_ALIASES, MAX_BYTES, MAX_NODES, load_yaml, short
-from tests.conftest import assert_clean_error, run_cli
+from tests.conftest import TINY_STUDY, assert_clean_error, run_cli
 
-STUDY = """\
-modelpress: 1
-kind: study
-model: fp32.onnx
-data: {eval: data.npz}
-candidates:
-  - [dynamic-int8]
-profiles: [edge-1core]
-output: out
-"""
+STUDY = TINY_STUDY  # one recipe for every bad-input test (tests/conftest.py)
 
 OPTIMIZE = """\
 modelpress: 1

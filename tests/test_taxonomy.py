@@ -38,6 +38,7 @@ from onnx import helper as oh
 
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
+from tests.conftest import TINY_STUDY
 
 # small and derandomized: the whole file runs in well under a minute on 2 cores. For a longer hunt, scale the
 # example counts (and vary the seed with derandomize off): MODELPRESS_TAXONOMY_SCALE=50 pytest tests/test_taxonomy.py
@@ -567,16 +568,7 @@ def test_verify_random_bytes_and_open_model(good_bundle):
 # ----------------------------------------------------------------------------- recipes and budgets
 
 
-STUDY = """\
-modelpress: 1
-kind: study
-model: fp32.onnx
-data: {eval: data.npz}
-candidates:
-  - [dynamic-int8]
-profiles: [edge-1core]
-output: out
-"""
+STUDY = TINY_STUDY  # one recipe for every bad-input test (tests/conftest.py)
 
 _budget_text = st.one_of(
     st.from_regex(r"\A-?[0-9]{0,3}(\.[0-9]{0,3})?(e-?[0-9]{1,3})?\s?(pt|pts|points|pp|%|kg|PT|p|)\Z", fullmatch=True),

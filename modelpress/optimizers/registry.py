@@ -5,14 +5,14 @@ line below."""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from modelpress.errors import ModelpressError
 from modelpress.optimizers.base import Pass, make_config
+from modelpress.registry import LazyRegistry
 
-_REGISTRY = {
+PASSES: Mapping[str, type[Pass]] = LazyRegistry({
     "graph": "modelpress.optimizers.graph:GraphOptimize",
     "fp16": "modelpress.optimizers.fp16:Fp16",
     "dynamic-int8": "modelpress.optimizers.ort_quant:DynamicInt8",
@@ -22,34 +22,12 @@ _REGISTRY = {
     "inc-static": "modelpress.optimizers.inc:IncStatic",
     "inc-dynamic": "modelpress.optimizers.inc:IncDynamic",
     "inc-tune": "modelpress.optimizers.inc:IncTune",
-}
-
-
-class _Passes(Mapping):
-    """name -> Pass class, its module imported on first use."""
-
-    def __getitem__(self, name: str) -> type[Pass]:
-        module, _, cls = _REGISTRY[name].partition(":")
-        return getattr(importlib.import_module(module), cls)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_REGISTRY)
-
-    def __len__(self) -> int:
-        return len(_REGISTRY)
-
-
-PASSES: Mapping[str, type[Pass]] = _Passes()
-
-
-def register_pass(cls: type[Pass]) -> type[Pass]:
-    """Register a technique defined outside modelpress (a plugin) under its `name`."""
-    _REGISTRY[cls.name] = f"{cls.__module__}:{cls.__qualname__}"
-    return cls
+})
+register_pass = PASSES.register  # type: ignore[attr-defined]
 
 
 def build_pass(name: str, options: dict[str, Any] | None = None) -> Pass:
-    if name not in _REGISTRY:
-        raise ModelpressError(f"unknown technique {str(name)[:60]!r}; known: {', '.join(sorted(_REGISTRY))}")
+    if name not in PASSES:
+        raise ModelpressError(f"unknown technique {str(name)[:60]!r}; known: {', '.join(sorted(PASSES))}")
     cls = PASSES[name]
     return cls(make_config(cls.config_cls, options or {}, name))

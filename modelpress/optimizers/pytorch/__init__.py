@@ -1,6 +1,6 @@
 """PyTorch-side techniques: they change the network itself (pruning, low-rank), so they run before export.
 
-Same shape as the ONNX passes: each is a `TorchPass` class (one line in `_REGISTRY`) with a typed
+Same shape as the ONNX passes: each is a `TorchPass` class (one line in `TORCH_PASSES`) with a typed
 dataclass config, so a chain such as `[prune-structured, static-int8]` can be
 recorded in a recipe and replayed. `compress_model` applies the steps, optionally
 fine-tunes once (masks stay in place while training), then makes every change
@@ -13,7 +13,7 @@ import abc
 import copy
 import dataclasses
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,44 +21,25 @@ from typing import Any, ClassVar
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
 from modelpress.optimizers.base import PassConfig, make_config
+from modelpress.registry import LazyRegistry
 
 # name -> "module:Class", imported on first use: the package never imports its technique modules at import time
-_REGISTRY = {
+TORCH_PASSES: Mapping[str, type["TorchPass"]] = LazyRegistry({
     "prune-unstructured": "modelpress.optimizers.pytorch.pruning:UnstructuredPrune",
     "prune-nm": "modelpress.optimizers.pytorch.pruning:NMPrune",
     "prune-structured": "modelpress.optimizers.pytorch.pruning:StructuredPrune",
     "lowrank": "modelpress.optimizers.pytorch.lowrank:LowRank",
-}
-
-
-class _TorchPasses(Mapping):
-    def __getitem__(self, name: str) -> type["TorchPass"]:
-        module, _, cls = _REGISTRY[name].partition(":")
-        return getattr(importlib.import_module(module), cls)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_REGISTRY)
-
-    def __len__(self) -> int:
-        return len(_REGISTRY)
-
-
-TORCH_PASSES: Mapping[str, type["TorchPass"]] = _TorchPasses()
-
-
-def register_torch_pass(cls: type["TorchPass"]) -> type["TorchPass"]:
-    """Register a PyTorch-side technique defined outside modelpress (a plugin) under its `name`."""
-    _REGISTRY[cls.name] = f"{cls.__module__}:{cls.__qualname__}"
-    return cls
+})
+register_torch_pass = TORCH_PASSES.register  # type: ignore[attr-defined]
 
 
 def is_torch_technique(name: str) -> bool:
-    return name in _REGISTRY
+    return name in TORCH_PASSES
 
 
 def build_torch_pass(name: str, options: dict[str, Any] | None = None) -> "TorchPass":
-    if name not in _REGISTRY:
-        raise ModelpressError(f"unknown PyTorch technique {str(name)[:60]!r}; known: {', '.join(sorted(_REGISTRY))}")
+    if name not in TORCH_PASSES:
+        raise ModelpressError(f"unknown PyTorch technique {str(name)[:60]!r}; known: {', '.join(sorted(TORCH_PASSES))}")
     cls = TORCH_PASSES[name]
     return cls(make_config(cls.config_cls, options or {}, name))
 

@@ -1,0 +1,31 @@
+"""A lazy registry: name -> "module:Class", each module imported on first use (as Olive's registry does), so
+a package never imports its members at import time and a member never needs the package's registry back."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+
+class LazyRegistry(Mapping):
+    def __init__(self, entries: dict[str, str]) -> None:
+        self._entries = dict(entries)
+
+    def __getitem__(self, name: str) -> Any:
+        module, _, cls = self._entries[name].partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def register(self, cls: Any) -> Any:
+        """Add a class defined outside modelpress (a plugin) under its `name`."""
+        self._entries[cls.name] = f"{cls.__module__}:{cls.__qualname__}"
+        return cls
