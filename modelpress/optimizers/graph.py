@@ -62,3 +62,12 @@ class GraphOptimize(Pass):
                     raise ModelpressError("graph tool onnxslim needs the package: pip install 'modelpress[models]'") from None
                 onnxslim.slim(str(model_in), str(model_out))
         return PassResult(self.name, c.to_dict(), notes)
+
+    def repairs(self, ctx, first):
+        """ORT's extended/all levels write fused ops the model's opset may not have (LayerNormalization into an
+        opset-12 graph: invalid); the basic level (constant folding, Conv+BN and similar) stays in the opset."""
+        from modelpress.optimizers.repair import with_options
+
+        c: GraphConfig = self.config  # type: ignore[assignment]
+        if c.tool == "ort" and c.level != "basic":
+            yield ctx.attempt(with_options(self, level="basic"), "level=basic")
