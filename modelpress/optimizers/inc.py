@@ -135,8 +135,17 @@ class IncStatic(Pass):
 
     def repairs(self, ctx, first):
         from modelpress.optimizers.ort_quant import calibration_then_exclusion
+        from modelpress.optimizers.repair import with_options
 
-        yield from calibration_then_exclusion(self, ctx, first)
+        base = self
+        if first.error and "inside its library" in first.error and not self.config.op_types:  # type: ignore[attr-defined]
+            # INC 1.0 has no quantizer for some ops it tries by default (Shape, in Paddle exports): the weighted ones only
+            base = with_options(self, op_types=["Conv", "MatMul", "Gemm"])
+            first = ctx.attempt(base, "op_types=[Conv, MatMul, Gemm]")
+            yield first
+            if first.passed:
+                return
+        yield from calibration_then_exclusion(base, ctx, first)
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         c: IncStaticConfig = self.config  # type: ignore[assignment]

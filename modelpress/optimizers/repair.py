@@ -90,6 +90,8 @@ class RepairContext:
             added = declare_domains(out)
             if added:
                 att.result.notes.append(f"declared the opset import the writer left out: {', '.join(added)}")
+            if sort_if_unsorted(out):
+                att.result.notes.append("nodes put in topological order (the writer left them unsorted)")
             att.validation = self.validator.check(out)
         except InvalidArtifact as e:
             att.error = str(e)
@@ -119,6 +121,26 @@ def declare_domains(path: Path) -> list[str]:
         model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
     onnx.save(model, str(path))  # load_external_data=False keeps the references to any external data intact
     return [f"{d} 1" for d in sorted(used)]
+
+
+def sort_if_unsorted(path: Path) -> bool:
+    """Topologically sort a graph a writer left unsorted (ORT's float16 converter and INC do on Paddle exports:
+    "Nodes in a graph must be topologically sorted"), with ORT's own OnnxModel; True if it had to."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    known = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
+    for node in model.graph.node:
+        if any(i not in known for i in node.input):
+            break
+        known.update(node.output)
+    else:
+        return False
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    OnnxModel(model).topological_sort()
+    onnx.save(model, str(path))
+    return True
 
 
 def with_options(p: Any, **changes: Any) -> Any:
