@@ -103,7 +103,7 @@ def optimize_chain(
         results[-1].notes.append(f"whole chain vs its input: {v.summary()}")
         if not v.passed:
             raise BelowFidelityFloor(f"chain {' -> '.join(t for t, _ in steps)}: each step met the floor but together "
-                                     f"they reach {v.metric} {v.worst:.4f} on {v.worst_output!r}, below {v.floor}; "
+                                     f"they reach {v.metric} {fmt_fidelity(v.worst)} on {v.worst_output!r}, below {v.floor}; "
                                      f"nothing was written at {model_out}")
         with atomic_path(model_out, suffix=".onnx") as tmp:
             shutil.copyfile(current, tmp)
