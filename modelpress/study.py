@@ -154,7 +154,6 @@ class _Run:
     eval_data: Dataset
     calib_data: Dataset | None
     cache: Any
-    floor: Any
     runtime: str
     failures: list[dict[str, str]] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
@@ -303,7 +302,7 @@ def compare(
     floor = FidelityFloor.parse(min_fidelity)
     for c in candidates:  # fail on a bad technique or option before any work is done
         check_chain(c.steps, has_source=source is not None)
-    run = _Run(Path(reference), out_dir, eval_data, calib_data, cache, floor, runtime, paths={"fp32": Path(reference)})
+    run = _Run(Path(reference), out_dir, eval_data, calib_data, cache, runtime, paths={"fp32": Path(reference)})
     variants = [_variant("fp32", None, reference)]
     build_inputs = None if cache is None else [
         variants[0].sha256, data_sha256(calib_data), data_sha256(eval_data), None if floor is None else str(floor),
