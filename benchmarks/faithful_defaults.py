@@ -77,7 +77,7 @@ def row(name: str, r: dict, profile: str) -> str:
     lat = r["latency"].get(profile, {})
     pct = lambda v: "-" if v is None else f"{v * 100:.1f}%"  # noqa: E731
     v = r.get("validation") or {}
-    tries = [n.split(": ", 1)[1] for n in r.get("notes", []) if "opset upgraded" in n or "kept in FP32" in n]
+    tries = [n.split(": ", 1)[1] for n in r.get("notes", []) if "repaired:" in n or "opset upgraded" in n]
     return (f"| {name} | {r['name']} | {r['size_ratio']:.2f}x | {pct(acc.get('top1'))} | {pct(f.get('top1_agreement'))} | "
             f"{pct(f.get('confident_agreement'))} ({f.get('confident_samples', '-')}) | {pct(f.get('top5_contains_ref'))} | "
             f"{f.get('cosine_mean', float('nan')):.4f} | {lat.get('p50_ms', float('nan')):.3f} | "

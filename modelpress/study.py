@@ -203,7 +203,8 @@ def _build_stage(run: _Run, candidates: list[Candidate], variants: list[Variant]
                     prog.advance(task_id)
                 continue
             config = results[0].config if len(results) == 1 else {r.technique: r.config for r in results}
-            notes = [f"{r.technique}: {n}" for r in results for n in r.notes] + goal_note
+            notes = [f"{r.technique}: {n}" for r in results for n in r.notes] + goal_note + [
+                f"{r.technique}: repaired: {'; '.join(r.repairs)}" for r in results if len(r.repairs) > 1]
             validation = next((r.validation for r in reversed(results) if r.validation), None)
             if run.cache is not None:
                 run.cache.put_model(bkey, path, {"config": config, "notes": notes, "validation": validation})
