@@ -33,7 +33,7 @@ from modelpress.errors import CheckFailed, ModelpressError
 from modelpress.io import atomic_path
 from modelpress.manifest import (MANIFEST, MANIFEST_SCHEMA, MANIFEST_SIG, MANIFEST_VERSION, SIGN_ALGORITHM, _RESERVED,
                                  _check_manifest, _metrics_for, _model_card, _plain_name)
-from modelpress.runtimes.ort import _first_line
+from modelpress.errors import first_line
 from modelpress.signing import (fingerprint, keygen, load_private_key, load_public_key, sign_manifest,
                                 verify_manifest_signature)
 
@@ -202,7 +202,7 @@ def package(model: str | Path, output: str | Path, *, report: str | Path | None 
                         reader = _HashingReader(f)
                         tar.addfile(info, reader)
                 except OSError as e:
-                    raise ModelpressError(f"cannot package {src}: {e.strerror or _first_line(e)} "
+                    raise ModelpressError(f"cannot package {src}: {e.strerror or first_line(e)} "
                                           "(did it change while being packaged?)") from None
                 if reader.h.hexdigest() != meta[arc]["sha256"]:
                     raise ModelpressError(f"{src} changed while it was being packaged; try again")
@@ -314,7 +314,7 @@ def _verify_in(bundle: Path, root: Path, pub: Any = None, key: str | Path | None
     try:
         manifest = json.loads(raw)
     except (ValueError, RecursionError) as e:
-        raise CheckFailed(f"{bundle}: {MANIFEST} is not JSON ({_first_line(e)})") from None
+        raise CheckFailed(f"{bundle}: {MANIFEST} is not JSON ({first_line(e)})") from None
     _check_manifest(manifest, str(bundle))
     signed_by = manifest.get("signed_by")
     if (sig is None) != (signed_by is None):
@@ -342,7 +342,7 @@ def _verify_in(bundle: Path, root: Path, pub: Any = None, key: str | Path | None
     try:
         proto = onnx.load(str(model), load_external_data=False)
     except Exception as e:
-        raise CheckFailed(f"{bundle}: {manifest['model']} is not an ONNX model: {_first_line(e)}") from None
+        raise CheckFailed(f"{bundle}: {manifest['model']} is not an ONNX model: {first_line(e)}") from None
     model_dir = posixpath.dirname(manifest["model"])
     for loc in _external_locations(proto):
         member = _external_member(loc)
@@ -353,7 +353,7 @@ def _verify_in(bundle: Path, root: Path, pub: Any = None, key: str | Path | None
     try:
         sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise CheckFailed(f"{bundle}: the model does not load in ONNX Runtime: {_first_line(e)}") from None
+        raise CheckFailed(f"{bundle}: the model does not load in ONNX Runtime: {first_line(e)}") from None
     del sess
     if _signature_of(proto) != manifest["signature"]:
         raise CheckFailed(f"{bundle}: the model's I/O signature differs from the manifest's")

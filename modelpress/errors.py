@@ -22,6 +22,12 @@ EXIT_REGRESSION = 5  # `modelpress gate`: the new model regressed against the ba
 EXIT_BELOW_FLOOR = 6  # an artifact stayed below the fidelity floor after every repair
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """An exception as one short line (libraries raise multi-line messages; ours are one line each)."""
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:limit]
+
+
 class ModelpressError(Exception):
     """A problem with what the user gave us; shown as one line, never a traceback."""
 

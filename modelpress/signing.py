@@ -13,7 +13,7 @@ from typing import Any
 
 from modelpress.errors import CheckFailed, ModelpressError
 from modelpress.manifest import MANIFEST, MANIFEST_SIG, SIGN_ALGORITHM
-from modelpress.runtimes.ort import _first_line
+from modelpress.errors import first_line
 
 _SIGN_EXTRA = "pip install 'modelpress[sign]'"
 
@@ -66,7 +66,7 @@ def load_private_key(path: str | Path):
         raise ModelpressError(f"{path} is encrypted; bundles are signed with an unencrypted key (keep it mode 0600)") \
             from None
     except (ValueError, UnsupportedAlgorithm) as e:
-        raise ModelpressError(f"{path} is not a readable PEM private key: {_first_line(e)}") from None
+        raise ModelpressError(f"{path} is not a readable PEM private key: {first_line(e)}") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ModelpressError(f"{path} is not an Ed25519 key (it is {_key_kind(key)}); bundles are signed with Ed25519 keys "
                               "(`modelpress sign-keygen PREFIX` makes one)")
@@ -84,7 +84,7 @@ def load_public_key(path: str | Path):
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as e:
-        raise ModelpressError(f"{path} is not a readable PEM public key: {_first_line(e)}") from None
+        raise ModelpressError(f"{path} is not a readable PEM public key: {first_line(e)}") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise ModelpressError(f"{path} is not an Ed25519 key (it is {_key_kind(key)}); bundles are signed with Ed25519 keys")
     return key

@@ -19,7 +19,7 @@ from modelpress.cache import data_sha256, file_sha256, key_of
 from modelpress.data import Dataset
 from modelpress.io import write_json, write_text
 from modelpress.onnxutil import check_onnx_file, graph_stats, model_size_bytes, op_counts
-from modelpress.errors import CheckFailed, GoalNotMet, ModelpressError
+from modelpress.errors import CheckFailed, GoalNotMet, ModelpressError, first_line
 from modelpress.optimizers import build_pass, optimize_chain
 from modelpress.optimizers.pytorch import is_torch_technique
 from modelpress.validate import DEFAULT_MIN_FIDELITY, FidelityFloor, Validator
@@ -141,8 +141,7 @@ def _failure(e: BaseException) -> str:
     """A candidate's failure in one line: our own errors as they are, anything else flagged as a bug."""
     if isinstance(e, ModelpressError):
         return " ".join(str(e).split())
-    first = (str(e).strip().splitlines() or [""])[0][:300]
-    return f"internal error (a modelpress bug, please report it): {type(e).__name__}: {first}"
+    return f"internal error (a modelpress bug, please report it): {type(e).__name__}: {first_line(e)}"
 
 
 @dataclass

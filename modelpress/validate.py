@@ -26,7 +26,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from modelpress.data import Dataset, batch_size_for
-from modelpress.errors import CheckFailed, ModelpressError
+from modelpress.errors import CheckFailed, ModelpressError, first_line
 
 # Measured (README, "Valid and faithful by construction"): INT8 MobileNetV2 logits reach cosine ~0.973 with 99%
 # top-1 agreement on confident crops, while the collapsed models this floor exists for sit at 0.22-0.92.
@@ -128,13 +128,13 @@ def check_structure(path: str | Path) -> str:
         onnx.checker.check_model(str(path), full_check=True)
         return "full"
     except Exception as full_err:  # noqa: BLE001 - onnx raises ValidationError, InferenceError, ...
-        first = _first_line(full_err)
+        first = first_line(full_err)
     model = onnx.load(str(path), load_external_data=False)
     contrib = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
     try:
         onnx.checker.check_model(str(path))
     except Exception as e:  # noqa: BLE001
-        raise InvalidArtifact(f"{path.name} is not a valid ONNX model: {_first_line(e)}") from None
+        raise InvalidArtifact(f"{path.name} is not a valid ONNX model: {first_line(e)}") from None
     if contrib:
         return f"basic (ops of {', '.join(contrib)} have no ONNX schema: full check skipped)"
     raise InvalidArtifact(f"{path.name} is not a valid ONNX model: {first}")
@@ -211,7 +211,7 @@ class Validator:
             except ModelpressError as e:
                 self._ref = {}
                 self._unmeasured = (f"fidelity not measured: the source model does not run on synthetic inputs "
-                                    f"({_first_line(e)[:120]}); give real samples (--data/--calib)")
+                                    f"({first_line(e)[:120]}); give real samples (--data/--calib)")
 
     @property
     def data(self) -> Dataset:
@@ -235,7 +235,7 @@ class Validator:
                                       str(self.floor), self.metric, None, None, True, [self._unmeasured])
                 out = _run(r, self._feeds)
         except ModelpressError as e:
-            raise InvalidArtifact(f"{candidate.name} does not run on {self.runtime}: {_first_line(e)}") from None
+            raise InvalidArtifact(f"{candidate.name} does not run on {self.runtime}: {first_line(e)}") from None
         assert self._ref is not None
         fids, notes = [], []
         for name, ref in self._ref.items():
@@ -305,8 +305,3 @@ def _run(runner: Any, data: Dataset) -> dict[str, np.ndarray]:
         for n in names:
             parts[n].append(np.asarray(res[n]))
     return {n: np.concatenate(v) if v and v[0].ndim else np.stack(v) for n, v in parts.items() if v}
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]

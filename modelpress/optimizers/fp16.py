@@ -66,31 +66,24 @@ class Fp16(Pass):
     def repairs(self, ctx, first):
         """Data-driven mixed precision: keep in FP32 the fewest nodes whose FP32 activations on real data are
         the largest (overflow past 65504 first), found by doubling then bisection."""
-        from modelpress.optimizers.repair import exclusion_search, activation_ranking, with_options
+        from modelpress.optimizers.repair import Variants, activation_ranking, exclusion_search, with_options
 
-        c: Fp16Config = self.config  # type: ignore[assignment]
-        base = self
-        if not c.fold_first:
-            base = with_options(self, fold_first=True)
-            att = ctx.attempt(base, "folded first (constants, BatchNorm into Conv)")
-            yield att
-            if att.passed:
-                return
-            if att.score < first.score:
-                base = self
-        c = base.config  # type: ignore[assignment]
-        if "Constant" not in c.op_block_list:
-            # Constant nodes converted to float16 feed ops the converter keeps in float32 (Clip bounds, Resize
-            # scales in Paddle exports) without a Cast: keeping them float32 costs nothing in size.
-            base = with_options(base, op_block_list=[*c.op_block_list, "Constant"])
-            att = ctx.attempt(base, "Constant nodes kept in FP32")
-            yield att
-            if att.passed:
-                return
-        bc = base.config
-        ranked = [n for n in activation_ranking(ctx.source, ctx.data) if n not in c.node_block_list]
-        yield from exclusion_search(ctx, lambda nodes: with_options(base, node_block_list=bc.node_block_list + nodes),
-                                    ranked, "overflow-prone nodes")
+        tries = Variants(ctx, self, first)
+        if not self.config.fold_first and (  # type: ignore[attr-defined]
+                yield from tries.attempt(with_options(self, fold_first=True),
+                                         "folded first (constants, BatchNorm into Conv)")):
+            return
+        blocked = tries.base.config.op_block_list
+        # Constant nodes converted to float16 feed ops the converter keeps in float32 (Clip bounds, Resize scales
+        # in Paddle exports) without a Cast: keeping them float32 costs nothing in size.
+        if "Constant" not in blocked and (yield from tries.attempt(
+                with_options(tries.base, op_block_list=[*blocked, "Constant"]), "Constant nodes kept in FP32")):
+            return
+        base = tries.base
+        kept = base.config.node_block_list
+        ranked = [n for n in activation_ranking(ctx.source, ctx.data) if n not in kept]
+        yield from exclusion_search(ctx, lambda nodes: with_options(base, node_block_list=kept + nodes), ranked,
+                                    "overflow-prone nodes")
 
 
 def _fast_fp16(runtime: str) -> bool:

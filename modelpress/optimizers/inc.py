@@ -187,18 +187,13 @@ class IncDynamic(Pass):
     def repairs(self, ctx, first):
         """Per-channel weights, then the fewest most sensitive nodes kept in FP32."""
         from modelpress.optimizers.ort_quant import exclusion_repair
-        from modelpress.optimizers.repair import with_options
+        from modelpress.optimizers.repair import Variants, with_options
 
-        base = self
-        if not self.config.per_channel:  # type: ignore[attr-defined]
-            base = with_options(self, per_channel=True)
-            att = ctx.attempt(base, "per_channel=true")
-            yield att
-            if att.passed:
-                return
-            if att.score < first.score:
-                base = self
-        yield from exclusion_repair(ctx, base, op_types=set(base.config.op_types))  # type: ignore[attr-defined]
+        tries = Variants(ctx, self, first)
+        if not self.config.per_channel and (  # type: ignore[attr-defined]
+                yield from tries.attempt(with_options(self, per_channel=True), "per_channel=true")):
+            return
+        yield from exclusion_repair(ctx, tries.base, op_types=set(tries.base.config.op_types))
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         c: IncDynamicConfig = self.config  # type: ignore[assignment]

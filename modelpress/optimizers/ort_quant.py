@@ -125,26 +125,17 @@ class DynamicInt8(Pass):
         """Per-channel weights; then convolutions left in FP32 (ConvInteger is lossy and slow on CPUs);
         then the fewest most sensitive nodes kept in FP32."""
         from modelpress.onnxutil import op_counts
-        from modelpress.optimizers.repair import with_options
+        from modelpress.optimizers.repair import Variants, with_options
 
         c: DynamicInt8Config = self.config  # type: ignore[assignment]
-        base, best = self, first
-        if not c.per_channel:
-            att = ctx.attempt(with_options(self, per_channel=True), "per_channel=true")
-            yield att
-            if att.passed:
-                return
-            if att.score > best.score:
-                base, best = with_options(self, per_channel=True), att
+        tries = Variants(ctx, self, first)
+        if not c.per_channel and (yield from tries.attempt(with_options(self, per_channel=True), "per_channel=true")):
+            return
         if "Conv" in op_counts(ctx.source) and (c.op_types is None or "Conv" in c.op_types):
-            no_conv = with_options(base, op_types=[o for o in (c.op_types or _DYNAMIC_OPS) if o != "Conv"])
-            att = ctx.attempt(no_conv, "convolutions left in FP32")
-            yield att
-            if att.passed:
+            no_conv = with_options(tries.base, op_types=[o for o in (c.op_types or _DYNAMIC_OPS) if o != "Conv"])
+            if (yield from tries.attempt(no_conv, "convolutions left in FP32")):
                 return
-            if att.score > best.score:
-                base = no_conv
-        yield from exclusion_repair(ctx, base, op_types=set(base.config.op_types or _DYNAMIC_OPS))
+        yield from exclusion_repair(ctx, tries.base, op_types=set(tries.base.config.op_types or _DYNAMIC_OPS))
 
 
 @dataclass
@@ -243,32 +234,22 @@ def calibration_then_exclusion(p: Pass, ctx, first):
     """Repairs for calibrated INT8 (ORT and INC): other calibration methods (percentile clips the outliers
     minmax stretches the range for; entropy fits the distribution), then, with the best of them, the fewest
     most sensitive nodes (per-layer SQNR on real data) kept in FP32."""
-    from modelpress.optimizers.repair import with_options
+    from modelpress.optimizers.repair import Variants, with_options
 
-    c = p.config
-    base, best = p, first
+    tries = Variants(ctx, p, first)
     for method in ("percentile", "entropy", "minmax"):
-        if method == c.calibration or not ctx.has_budget():  # type: ignore[attr-defined]
-            continue
-        trial = with_options(p, calibration=method)
-        att = ctx.attempt(trial, f"calibration={method}")
-        yield att
-        if att.passed:
-            return
-        if att.score > best.score:
-            base, best = trial, att
+        if method != p.config.calibration and ctx.has_budget():  # type: ignore[attr-defined]
+            if (yield from tries.attempt(with_options(p, calibration=method), f"calibration={method}")):
+                return
+    base = tries.base
     ends = _first_and_last(ctx.source, base.config.exclude_nodes)  # type: ignore[attr-defined]
     if ends and ctx.has_budget():
         # the input layer sees raw pixels/embeddings and the head produces the logits: the layers PTQ hurts most
         # on classifiers (MobileNetV2: top-1 agreement on confident crops 96% -> 99% with both in FP32)
         trial = with_options(base, exclude_nodes=[*base.config.exclude_nodes, *ends])  # type: ignore[attr-defined]
-        att = ctx.attempt(trial, "first and last layers kept in FP32")
-        yield att
-        if att.passed:
+        if (yield from tries.attempt(trial, "first and last layers kept in FP32")):
             return
-        if att.score > best.score:
-            base = trial
-    yield from exclusion_repair(ctx, base)
+    yield from exclusion_repair(ctx, tries.base)
 
 
 def _first_and_last(model: Path, already: list[str]) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from modelpress.data import Dataset
-from modelpress.errors import ModelpressError
+from modelpress.errors import ModelpressError, first_line
 from modelpress.validate import InvalidArtifact, Validation, Validator, fmt_fidelity
 
 DEFAULT_MAX_TRIALS = 12
@@ -101,7 +101,7 @@ class RepairContext:
             att.error = str(e)
         except Exception as e:  # noqa: BLE001 - a library crashing on this model or setting ends this try only
             att.error = (f"{type(p).__module__.rsplit('.', 1)[-1]} pass failed inside its library: {type(e).__name__}: "
-                         f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
+                         f"{first_line(e, 200)}")
         att.seconds = round(time.monotonic() - t0, 2)
         self.attempts.append(att)
         return att
@@ -146,6 +146,27 @@ def sort_if_unsorted(path: Path) -> bool:
 def with_options(p: Any, **changes: Any) -> Any:
     """The same pass with some options changed (configs are dataclasses)."""
     return type(p)(dataclasses.replace(p.config, **changes))
+
+
+class Variants:
+    """A repair walking through alternatives keeps the best so far as the base of its next step.
+
+        tries = Variants(ctx, self, first)
+        if (yield from tries.attempt(with_options(self, per_channel=True), "per_channel=true")):
+            return  # the floor holds: done
+        yield from exclusion_repair(ctx, tries.base)
+    """
+
+    def __init__(self, ctx: RepairContext, p: Any, first: Attempt) -> None:
+        self.ctx, self.base, self.best = ctx, p, first
+
+    def attempt(self, trial: Any, label: str) -> Iterator[Attempt]:
+        """Try `trial` (yielding the attempt); it becomes the base unless it is worse. Returns whether it passed."""
+        att = self.ctx.attempt(trial, label)
+        yield att
+        if att.passed or att.score >= self.best.score:
+            self.base, self.best = trial, att
+        return att.passed
 
 
 def exclusion_search(ctx: RepairContext, make: Callable[[list[str]], Any], ranking: Sequence[str],

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from modelpress.errors import ModelpressError
-from modelpress.runtimes.ort import _ORT_DTYPES, OrtCpuRunner, _first_line
+from modelpress.errors import first_line
+from modelpress.runtimes.ort import _ORT_DTYPES, OrtCpuRunner
 
 
 @dataclass
@@ -48,7 +49,7 @@ class OnnxCausalLM:
         try:
             self.session = ort.InferenceSession(str(model), opts, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:
-            raise ModelpressError(f"ONNX Runtime cannot load {model}: {_first_line(e)}") from None
+            raise ModelpressError(f"ONNX Runtime cannot load {model}: {first_line(e)}") from None
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         if "input_ids" not in self.inputs:
             raise ModelpressError(f"{model} is not a causal LM export (no input_ids input)")

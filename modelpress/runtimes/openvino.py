@@ -8,13 +8,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from modelpress.errors import ModelpressError
+from modelpress.errors import ModelpressError, first_line
 from modelpress.runtimes.base import Runner, TensorSpec
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]
 
 
 def _spec(port: Any) -> TensorSpec:
@@ -57,13 +52,13 @@ class OpenVinoCpuRunner(Runner):
             core = ov.Core()
             self._compiled = core.compile_model(core.read_model(str(self.model_path)), "CPU", self.config())
         except Exception as e:  # OpenVINO raises RuntimeError subclasses for every unsupported model
-            raise ModelpressError(f"openvino cannot load {self.model_path}: {_first_line(e)}") from e
+            raise ModelpressError(f"openvino cannot load {self.model_path}: {first_line(e)}") from e
 
     def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             res = self._compiled(dict(feeds))
         except Exception as e:
-            raise ModelpressError(f"inference failed on {self.model_path.name}: {_first_line(e)}") from e
+            raise ModelpressError(f"inference failed on {self.model_path.name}: {first_line(e)}") from e
         return {port.get_any_name(): np.asarray(v) for port, v in res.items()}
 
     def close_impl(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from modelpress.errors import ModelpressError
+from modelpress.errors import ModelpressError, first_line
 from modelpress.onnxutil import check_onnx_file
 from modelpress.runtimes.base import Runner, TensorSpec
 
@@ -70,7 +70,7 @@ class OrtRunner(Runner):
                 str(self.model_path), sess_options=self.session_options(), providers=self.providers
             )
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/...: all mean "this model won't load"
-            raise ModelpressError(f"onnxruntime cannot load {self.model_path}: {_first_line(e)}") from e
+            raise ModelpressError(f"onnxruntime cannot load {self.model_path}: {first_line(e)}") from e
 
     @property
     def session(self):
@@ -82,7 +82,7 @@ class OrtRunner(Runner):
         try:
             outs = self.session.run(None, dict(feeds))
         except Exception as e:
-            raise ModelpressError(f"inference failed on {self.model_path.name}: {_first_line(e)}") from e
+            raise ModelpressError(f"inference failed on {self.model_path.name}: {first_line(e)}") from e
         return {o.name: v for o, v in zip(self.session.get_outputs(), outs)}
 
     def end_profiling(self) -> str | None:
@@ -110,11 +110,6 @@ def graph_opt_level(name: str):
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[name]
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]
 
 
 class OrtCpuRunner(OrtRunner):
