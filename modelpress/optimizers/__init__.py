@@ -85,20 +85,22 @@ def optimize_chain(
         return [optimize(model_in, model_out, steps[0][0], steps[0][1], calib, keep_best=keep_best, **kw)]
     work = Path(tempfile.mkdtemp(prefix="modelpress-chain-"))
     missed: list[str] = []
+    # one validator for the chain's input: the first step is checked against it, and so is the final model, so the
+    # input's reference outputs are computed once
+    end = Validator(model_in, data if data is not None else calib, runtime, min_fidelity, data_source=data_source or (
+        "the given data (--data)" if data is not None else "calibration data" if calib else None), judged=judged)
     try:
         results, current = [], Path(model_in)
         for i, (name, opts) in enumerate(steps):
             nxt = work / f"step{i}-{name}.onnx"
             try:
-                results.append(optimize(current, nxt, name, opts, calib, **kw))
+                results.append(optimize(current, nxt, name, opts, calib, validator=end if i == 0 else None, **kw))
             except BelowFidelityFloor as e:  # name the chain's output, not this step's private temp file
                 raise BelowFidelityFloor(str(e).replace(str(nxt), str(model_out))) from None
             except GoalNotMet as e:
                 missed.append(str(e))
                 results.append(PassResult(name, build_pass(name, opts).config.to_dict(), [str(e)], goal_met=False))
             current = nxt
-        end = Validator(model_in, data if data is not None else calib, runtime, min_fidelity, data_source=data_source or (
-            "the given data (--data)" if data is not None else "calibration data" if calib else None), judged=judged)
         v = end.check(current)
         results[-1].notes.append(f"whole chain vs its input: {v.summary()}")
         if not v.passed:

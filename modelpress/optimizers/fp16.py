@@ -49,11 +49,6 @@ class Fp16(Pass):
             model = float16.convert_float_to_float16(
                 model, keep_io_types=c.keep_io_types, op_block_list=blocked, node_block_list=c.node_block_list or None
             )
-            # the converter appends the input Casts after their consumers on some graphs (Paddle/TF exports):
-            # "Nodes in a graph must be topologically sorted". Sort, which onnx.checker then confirms.
-            from onnxruntime.transformers.onnx_model import OnnxModel
-
-            OnnxModel(model).topological_sort()
         onnx.save(model, str(model_out))
         notes = []
         if not _fast_fp16(c.target):

@@ -87,11 +87,7 @@ class RepairContext:
         att = Attempt(label, out)
         try:
             att.result = p.run(self.source, out, self.calib)
-            added = declare_domains(out)
-            if added:
-                att.result.notes.append(f"declared the opset import the writer left out: {', '.join(added)}")
-            if sort_if_unsorted(out):
-                att.result.notes.append("nodes put in topological order (the writer left them unsorted)")
+            att.result.notes += tidy(out)
             att.validation = self.validator.check(out)
         except InvalidArtifact as e:
             att.error = str(e)
@@ -107,40 +103,32 @@ class RepairContext:
         return att
 
 
-def declare_domains(path: Path) -> list[str]:
-    """Add the opset imports a writer forgot for the op domains its nodes use (ORT's MatMulNBits quantizer
-    omits com.microsoft on some graphs: ONNX Runtime loads such a file, onnx.checker rightly refuses it)."""
+def tidy(path: Path) -> list[str]:
+    """Mend, in one load and at most one save, what writers get wrong in ways ONNX Runtime tolerates but
+    onnx.checker rightly refuses: a forgotten opset import for a contrib domain (ORT's MatMulNBits writer omits
+    com.microsoft on some graphs), and nodes left out of topological order (ORT's float16 converter and INC on
+    Paddle exports). Returns a note per mend."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.load(str(path), load_external_data=False)  # keeps references to any external data intact
+    notes = []
     have = {o.domain for o in model.opset_import}
-    used = {n.domain for n in model.graph.node} - {"", "ai.onnx"} - have
-    if not used:
-        return []
-    for domain in sorted(used):
-        model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
-    onnx.save(model, str(path))  # load_external_data=False keeps the references to any external data intact
-    return [f"{d} 1" for d in sorted(used)]
-
-
-def sort_if_unsorted(path: Path) -> bool:
-    """Topologically sort a graph a writer left unsorted (ORT's float16 converter and INC do on Paddle exports:
-    "Nodes in a graph must be topologically sorted"), with ORT's own OnnxModel; True if it had to."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+    used = sorted({n.domain for n in model.graph.node} - {"", "ai.onnx"} - have)
+    if used:
+        model.opset_import.extend(onnx.helper.make_opsetid(d, 1) for d in used)
+        notes.append(f"declared the opset import the writer left out: {', '.join(f'{d} 1' for d in used)}")
     known = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
     for node in model.graph.node:
         if any(i not in known for i in node.input):
+            from onnxruntime.transformers.onnx_model import OnnxModel
+
+            OnnxModel(model).topological_sort()
+            notes.append("nodes put in topological order (the writer left them unsorted)")
             break
         known.update(node.output)
-    else:
-        return False
-    from onnxruntime.transformers.onnx_model import OnnxModel
-
-    OnnxModel(model).topological_sort()
-    onnx.save(model, str(path))
-    return True
+    if notes:
+        onnx.save(model, str(path))
+    return notes
 
 
 def with_options(p: Any, **changes: Any) -> Any:
