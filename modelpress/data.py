@@ -183,21 +183,28 @@ def batch_size_for(specs: Sequence[TensorSpec], wanted: int) -> int:
 
 
 def synthetic(
-    specs: Sequence[TensorSpec], batch_size: int = 1, samples: int = 8, dims: Mapping[str, int] | None = None, seed: int = 0
+    specs: Sequence[TensorSpec], batch_size: int = 1, samples: int = 8, dims: Mapping[str, int] | None = None, seed: int = 0,
+    default_dim: int | None = None, int_high: int = 100,
 ) -> Dataset:
-    """Random inputs shaped by the model's signature; symbolic non-batch dims must be given in `dims`."""
+    """Random inputs shaped by the model's signature; symbolic non-batch dims must be given in `dims`, or all
+    become `default_dim`. Integer inputs are drawn from 0..int_high-1 (2: valid ids, masks and token types alike)."""
     positive_int(batch_size, "batch size")
     positive_int(samples, "samples")
     rng = np.random.default_rng(seed)
     dims = dict(dims or {})
     inputs = {}
     for s in specs:
+        if not (s.dtype.startswith(("float", "int", "uint")) or s.dtype == "bool"):
+            raise ModelpressError(f"input {s.name!r} is {s.dtype}: synthetic inputs cannot stand in for it; "
+                                  "give real samples (--data/--calib)")
         shape = []
         for axis, d in enumerate(s.shape[1:], start=1):
-            if isinstance(d, int):
+            if isinstance(d, int) and d > 0:
                 shape.append(d)
             elif d is not None and d in dims:
                 shape.append(dims[d])
+            elif default_dim is not None:
+                shape.append(default_dim)
             else:
                 raise ModelpressError(
                     f"input {s.name!r} has a symbolic dimension {d or '?'} at axis {axis}; "
@@ -209,7 +216,7 @@ def synthetic(
         elif s.dtype == "bool":
             arr = rng.integers(0, 2, shape).astype(bool)
         else:
-            arr = rng.integers(0, 100, shape).astype(s.dtype)
+            arr = rng.integers(0, int_high, shape).astype(s.dtype)
         inputs[s.name] = arr
     return Dataset(inputs)
 

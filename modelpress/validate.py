@@ -25,7 +25,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from modelpress.data import Dataset, batch_size_for
+from modelpress.data import Dataset, batch_size_for, synthetic
 from modelpress.errors import CheckFailed, ModelpressError, first_line
 
 # Measured (README, "Valid and faithful by construction"): INT8 MobileNetV2 logits reach cosine ~0.973 with 99%
@@ -140,26 +140,6 @@ def check_structure(path: str | Path) -> str:
     raise InvalidArtifact(f"{path.name} is not a valid ONNX model: {first}")
 
 
-def synthetic_inputs(specs: Sequence[Any], samples: int, seed: int = 0) -> Dataset:
-    """Random inputs shaped by a signature; every symbolic non-batch dim becomes SYNTHETIC_DIM."""
-    rng = np.random.default_rng(seed)
-    inputs = {}
-    for s in specs:
-        if not (s.dtype.startswith(("float", "int", "uint")) or s.dtype == "bool"):
-            raise ModelpressError(f"input {s.name!r} is {s.dtype}: synthetic inputs cannot stand in for it; "
-                                  "give real samples (--data/--calib)")
-        shape = [samples if not isinstance(s.shape[0], int) else s.shape[0] * samples] if s.shape else []
-        shape += [d if isinstance(d, int) and d > 0 else SYNTHETIC_DIM for d in s.shape[1:]]
-        if s.dtype.startswith("float"):
-            arr = rng.standard_normal(shape).astype(s.dtype)
-        elif s.dtype == "bool":
-            arr = rng.integers(0, 2, shape).astype(bool)
-        else:  # 0/1: valid token ids, attention masks and token types alike
-            arr = rng.integers(0, 2, shape).astype(s.dtype)
-        inputs[s.name] = arr
-    return Dataset(inputs)
-
-
 class Validator:
     """Checks artifacts against one source model on one runtime and one set of samples.
 
@@ -171,7 +151,7 @@ class Validator:
                  data_source: str | None = None, judged: Sequence[str] | None = None) -> None:
         self.source = Path(source)
         self.runtime = runtime
-        self.floor = FidelityFloor.parse(floor) if not isinstance(floor, FidelityFloor) else floor
+        self.floor = FidelityFloor.parse(floor)
         self._data = data
         self._samples = samples
         self._data_source = data_source
@@ -206,7 +186,8 @@ class Validator:
                 return
             self._data_source = "synthetic inputs (no data given: fidelity on random inputs)"
             try:
-                self._feeds = synthetic_inputs(specs, max(1, min(self._samples, 8)))
+                self._feeds = synthetic(specs, batch_size_for(specs, 1), max(1, min(self._samples, 8)),
+                                        default_dim=SYNTHETIC_DIM, int_high=2)
                 self._ref = _run(r, self._feeds)
             except ModelpressError as e:
                 self._ref = {}
