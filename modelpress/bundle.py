@@ -29,11 +29,11 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from modelpress.errors import CheckFailed, ModelpressError
+from modelpress.errors import CheckFailed, ModelpressError, first_line
 from modelpress.io import atomic_path
 from modelpress.manifest import (MANIFEST, MANIFEST_SCHEMA, MANIFEST_SIG, MANIFEST_VERSION, SIGN_ALGORITHM, _RESERVED,
                                  _check_manifest, _metrics_for, _model_card, _plain_name)
-from modelpress.errors import first_line
+from modelpress.onnxutil import external_locations
 from modelpress.signing import (fingerprint, keygen, load_private_key, load_public_key, sign_manifest,
                                 verify_manifest_signature)
 
@@ -60,17 +60,6 @@ def _hash_file(path: Path) -> tuple[str, int]:
             h.update(chunk)
             n += len(chunk)
     return h.hexdigest(), n
-
-
-def _external_locations(proto) -> list[str]:
-    locs = set()
-    from modelpress.onnxutil import all_tensors
-
-    for t in all_tensors(proto):
-        for kv in t.external_data:
-            if kv.key == "location":
-                locs.add(kv.value)
-    return sorted(locs)
 
 
 def _external_member(location: str) -> str | None:
@@ -136,7 +125,7 @@ def package(model: str | Path, output: str | Path, *, report: str | Path | None 
     m = onnx.load(str(model), load_external_data=False)
     # member name -> source: a file (hashed and copied in chunks) or bytes made here
     files: dict[str, Path | bytes] = {"model.onnx": model}
-    for ext in _external_locations(m):
+    for ext in external_locations(m):
         member = _external_member(ext)
         src = model.parent / ext
         if member is None or member in _RESERVED or member == "model.onnx" or not src.is_file():
@@ -344,7 +333,7 @@ def _verify_in(bundle: Path, root: Path, pub: Any = None, key: str | Path | None
     except Exception as e:
         raise CheckFailed(f"{bundle}: {manifest['model']} is not an ONNX model: {first_line(e)}") from None
     model_dir = posixpath.dirname(manifest["model"])
-    for loc in _external_locations(proto):
+    for loc in external_locations(proto):
         member = _external_member(loc)
         member = posixpath.join(model_dir, member) if member is not None and model_dir else member
         if member is None or member not in listed or member in _RESERVED:

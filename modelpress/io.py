@@ -179,19 +179,6 @@ def atomic_dir(dest: PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def temp_dir_beside(dest: PathLike) -> Iterator[Path]:
-    """A scratch folder next to `dest` (same file system, so results can be os.replace'd onto `dest`),
-    removed on every exit; named and locked like atomic_path's temps, so a SIGKILL'd run's is swept too."""
-    tmp, fd = _new_temp(Path(dest), "", is_dir=True)
-    try:
-        yield tmp
-    finally:
-        try:
-            shutil.rmtree(tmp, ignore_errors=True)
-        finally:
-            os.close(fd)
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -254,8 +241,9 @@ def _external_data(model: Path) -> list[Path]:
         m = onnx.load(str(model), load_external_data=False)
     except Exception:  # not a model: the command reports that itself
         return []
-    locations = {kv.value for t in m.graph.initializer for kv in t.external_data if kv.key == "location"}
-    return [model.parent / loc for loc in sorted(locations)]
+    from modelpress.onnxutil import external_locations
+
+    return [model.parent / loc for loc in external_locations(m)]
 
 
 def _expand(path: Path) -> Iterator[Path]:

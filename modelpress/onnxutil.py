@@ -65,6 +65,11 @@ def _check_opset_imports(model, path: Path) -> None:
                               "(an invalid or very old model); re-export it with a current exporter")
 
 
+def external_locations(model) -> list[str]:
+    """The external-data file names a model's tensors point at (initializers, Constant values, subgraphs)."""
+    return sorted({kv.value for t in all_tensors(model) for kv in t.external_data if kv.key == "location"})
+
+
 def all_tensors(model):
     """Every TensorProto in the model that could hold data: initializers, Constant values, subgraphs, functions."""
     def from_attrs(attrs):
