@@ -178,7 +178,6 @@ def atomic_dir(dest: PathLike) -> Iterator[Path]:
             os.close(fd)
 
 
-@contextlib.contextmanager
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
