@@ -117,7 +117,7 @@ def package(model: str | Path, output: str | Path, *, report: str | Path | None 
     exact bytes (Ed25519 is deterministic: signed bundles stay byte-reproducible)."""
     import onnx
 
-    from modelpress.benchmarks.report import _versions
+    from modelpress.benchmarks.report import versions
     from modelpress.onnxutil import check_onnx_file
 
     key = load_private_key(sign) if sign is not None else None  # fail before any work
@@ -160,7 +160,7 @@ def package(model: str | Path, output: str | Path, *, report: str | Path | None 
         "schema": MANIFEST_SCHEMA, "schema_version": MANIFEST_VERSION, "name": name, "model": "model.onnx",
         "signature": _signature_of(m), "opset": _opset_of(m),
         "ir_version": m.ir_version, "producer": f"{m.producer_name} {m.producer_version}".strip(),
-        "versions": _versions(), "recipe": files.get("recipe.yaml", b"").decode() or None, "metrics": metrics,
+        "versions": versions(), "recipe": files.get("recipe.yaml", b"").decode() or None, "metrics": metrics,
     }
     del m
     if timestamp:
@@ -272,20 +272,26 @@ def safe_extract(bundle: str | Path, dest: Path) -> dict[str, dict[str, Any]]:
 # ----------------------------------------------------------------------------- verify
 
 
-def verify(bundle: str | Path, into: Path | None = None, key: str | Path | None = None) -> dict[str, Any]:
+def verify(bundle: str | Path, into: Path | None = None, key: str | Path | None = None,
+           runtime: str = "ort-cpu") -> dict[str, Any]:
     """Check the signature (with `key`, a public key PEM: required and valid), the manifest's fields, hashes,
-    file list, that the model it names loads and that its I/O signature, opsets and IR version match.
-    With `into`, the verified contents stay there (extracted once); otherwise in a temp folder, removed."""
+    file list, that the model it names loads on `runtime` and that its I/O signature, opsets and IR version
+    match. With `into`, the verified contents stay there (extracted once); otherwise in a temp folder, removed."""
+    from modelpress.runtimes import get_runner
+
     pub = load_public_key(key) if key is not None else None  # a bad key file fails before any work
+    get_runner(runtime)  # an unknown or unusable runtime fails before any work too
     if into is not None:
-        return _verify_in(Path(bundle), Path(into), pub, key)
+        return _verify_in(Path(bundle), Path(into), pub, key, runtime)
     with tempfile.TemporaryDirectory(prefix="modelpress-verify-") as tmp:
-        return _verify_in(Path(bundle), Path(tmp), pub, key)
+        return _verify_in(Path(bundle), Path(tmp), pub, key, runtime)
 
 
-def _verify_in(bundle: Path, root: Path, pub: Any = None, key: str | Path | None = None) -> dict[str, Any]:
+def _verify_in(bundle: Path, root: Path, pub: Any = None, key: str | Path | None = None,
+               runtime: str = "ort-cpu") -> dict[str, Any]:
     import onnx
-    import onnxruntime as ort
+
+    from modelpress.runtimes import create_runner
 
     members = safe_extract(bundle, root)
     if MANIFEST not in members:
@@ -340,16 +346,16 @@ def _verify_in(bundle: Path, root: Path, pub: Any = None, key: str | Path | None
             raise CheckFailed(f"{bundle}: the model's external data {loc!r} is not a file of the bundle; "
                               "refusing to load anything outside it")
     try:
-        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise CheckFailed(f"{bundle}: the model does not load in ONNX Runtime: {first_line(e)}") from None
-    del sess
+        with create_runner(runtime, model):
+            pass
+    except ModelpressError as e:
+        raise CheckFailed(f"{bundle}: the model does not load on {runtime}: {first_line(e)}") from None
     if _signature_of(proto) != manifest["signature"]:
         raise CheckFailed(f"{bundle}: the model's I/O signature differs from the manifest's")
     if _opset_of(proto) != manifest["opset"] or proto.ir_version != manifest["ir_version"]:
         raise CheckFailed(f"{bundle}: the model's opsets or IR version differ from the manifest's")
     card = (root / "README.md").read_text(errors="replace") if "README.md" in listed else ""
-    return {"bundle": str(bundle), "ok": True, "name": manifest["name"], "model": manifest["model"],
+    return {"bundle": str(bundle), "ok": True, "name": manifest["name"], "model": manifest["model"], "runtime": runtime,
             "files": sorted(files), "signature": manifest["signature"], "metrics": manifest.get("metrics"),
             "card_lines": len(card.splitlines()),
             "signing": {"signed": sig is not None, "verified": pub is not None,
@@ -357,11 +363,12 @@ def _verify_in(bundle: Path, root: Path, pub: Any = None, key: str | Path | None
                         "key": str(key) if pub is not None else None}}
 
 
-def open_model(path: str | Path, workdir: Path) -> tuple[Path, dict[str, Any] | None]:
-    """A .onnx file as is, or a verified bundle's model extracted into `workdir` (with its manifest)."""
+def open_model(path: str | Path, workdir: Path, runtime: str = "ort-cpu") -> tuple[Path, dict[str, Any] | None]:
+    """A .onnx file as is, or a bundle's model extracted into `workdir` (with its manifest), verified to load
+    on `runtime`."""
     path = Path(path)
     if path.suffix == ".mpk" or (path.is_file() and tarfile.is_tarfile(path)):
-        res = verify(path, into=workdir)
+        res = verify(path, into=workdir, runtime=runtime)
         return workdir / res["model"], json.loads((workdir / MANIFEST).read_text())
     from modelpress.onnxutil import check_onnx_file
 

@@ -49,6 +49,7 @@ class GateResult:
     rounds_ms: list[tuple[float, float]] = field(default_factory=list)
     # the limits as given, with their units: {"max_latency_regression": "5%", "max_accuracy_drop": "0.5pt" | "1%"}
     limits: dict[str, str] = field(default_factory=dict)
+    runtime: str = "ort-cpu"  # both models were profiled and evaluated here
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,11 +71,11 @@ def parse_limits(max_latency_regression: str | float = DEFAULT_MAX_LATENCY_REGRE
     return lat, acc, rel
 
 
-def _accuracy(model: Path, manifest: dict | None, data) -> tuple[float | None, str]:
+def _accuracy(model: Path, manifest: dict | None, data, runtime: str) -> tuple[float | None, str]:
     if data is not None and data.labels is not None:
         from modelpress.benchmarks.evaluate import evaluate
 
-        return evaluate(model, data)[0].top1, "measured on --data"
+        return evaluate(model, data, runtime=runtime)[0].top1, f"measured on --data ({runtime})"
     acc = ((manifest or {}).get("metrics") or {}).get("accuracy")
     return (acc["top1"], "from the bundle's manifest") if acc else (None, "none")
 
@@ -82,11 +83,12 @@ def _accuracy(model: Path, manifest: dict | None, data) -> tuple[float | None, s
 def gate(new: str | Path, baseline: str | Path, *, max_latency_regression: float | str = 0.05,
          max_accuracy_drop: float | str | None = None, max_accuracy_drop_pt: float | None = None,
          profile: str = "edge-1core", rounds: int = 5, iterations: int = 200,
-         data_file: str | Path | None = None) -> GateResult:
+         data_file: str | Path | None = None, runtime: str = "ort-cpu") -> GateResult:
     """Profile NEW and BASELINE interleaved and judge NEW against the limits.
 
     `max_latency_regression`: '5%' or a fraction (0.05). `max_accuracy_drop`: '0.5pt', '1%' (of the baseline's
     top-1) or a bare number of points; or, as before, `max_accuracy_drop_pt` in points. Default 0.5 pt.
+    Both models are profiled and evaluated on `runtime` (any registered runtime: modelpress.runtimes).
     Every limit is checked, and the data loaded, before any model is opened or profiled."""
     from modelpress.benchmarks.presets import resolve_profile
     from modelpress.benchmarks.profiler import ProfileConfig, profile_model
@@ -101,6 +103,8 @@ def gate(new: str | Path, baseline: str | Path, *, max_latency_regression: float
     limits = {"max_latency_regression": format_percent(lat_limit),
               "max_accuracy_drop": format_accuracy_budget(acc_limit, acc_relative)}
     prof = resolve_profile(profile)
+    cfg = ProfileConfig(iterations=iterations, warmup=20, runner=runtime)
+    cfg.check()  # an unknown or unusable runtime fails here, before any model is opened
     for label, value, top in (("--rounds", rounds, 100), ("--iterations", iterations, None)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (top is not None and value > top):
             raise ModelpressError(f"{label} must be a whole number from 1 to {top}, got {short(value)}" if top else
@@ -110,8 +114,8 @@ def gate(new: str | Path, baseline: str | Path, *, max_latency_regression: float
             raise ModelpressError(f"no such model or bundle ({label}): {path}")
     data = load_npz(data_file) if data_file else None  # bad data fails before any model is opened
     with tempfile.TemporaryDirectory(prefix="modelpress-gate-") as tmp:
-        new_model, new_manifest = open_model(new, Path(tmp) / "new")
-        old_model, old_manifest = open_model(baseline, Path(tmp) / "old")
+        new_model, new_manifest = open_model(new, Path(tmp) / "new", runtime)
+        old_model, old_manifest = open_model(baseline, Path(tmp) / "old", runtime)
         s_new, s_old = signature(new_model), signature(old_model)
         if s_new != s_old:
             diff = [f"{k}: {[(x['name'], x['dtype'], x['shape']) for x in s_old[k]]} -> "
@@ -119,7 +123,6 @@ def gate(new: str | Path, baseline: str | Path, *, max_latency_regression: float
                     if s_new[k] != s_old[k]]
             raise ModelpressError(clip(f"the new model's I/O signature differs from the baseline's "
                                        f"({'; '.join(diff)}): not comparable", 600))
-        cfg = ProfileConfig(iterations=iterations, warmup=20)
         inputs = data.take(64) if data is not None else None
         pairs = []
         for _ in range(rounds):  # interleaved: drift affects both equally
@@ -129,8 +132,8 @@ def gate(new: str | Path, baseline: str | Path, *, max_latency_regression: float
         old_p50 = statistics.median(p[0] for p in pairs)
         new_p50 = statistics.median(p[1] for p in pairs)
         change = statistics.median(n / o for o, n in pairs) - 1
-        acc_old, src_old = _accuracy(old_model, old_manifest, data)
-        acc_new, src_new = _accuracy(new_model, new_manifest, data)
+        acc_old, src_old = _accuracy(old_model, old_manifest, data, runtime)
+        acc_new, src_new = _accuracy(new_model, new_manifest, data, runtime)
     reasons = []
     if change > lat_limit:
         reasons.append(f"latency regressed {change:+.1%} on {prof.name} (limit +{lat_limit:.1%})")
@@ -147,4 +150,4 @@ def gate(new: str | Path, baseline: str | Path, *, max_latency_regression: float
             reasons.append(f"top-1 dropped {drop:.2f} pt (limit {stated})")
     source = src_new if src_new == src_old else f"baseline {src_old}, new {src_new}"
     return GateResult(not reasons, prof.name, rounds, round(old_p50, 4), round(new_p50, 4), round(change, 4),
-                      lat_limit, acc_old, acc_new, drop, limit_pt, source, reasons, pairs, limits)
+                      lat_limit, acc_old, acc_new, drop, limit_pt, source, reasons, pairs, limits, runtime)

@@ -11,6 +11,12 @@ _FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_b
 
 
 @lru_cache(maxsize=1)
+def _runtime_versions() -> dict[str, str]:
+    from modelpress.runtimes import runtime_versions
+
+    return runtime_versions()
+
+
 def describe() -> dict:
     cpu, flags = platform.processor() or platform.machine(), set()
     try:
@@ -34,6 +40,7 @@ def describe() -> dict:
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
         "onnxruntime_providers": onnxruntime.get_available_providers(),
+        "runtimes": _runtime_versions(),
     }
 
 

@@ -180,10 +180,6 @@ def opset_of(path: str | Path) -> int:
 
 # --------------------------------------------------------------------------- parameters and FLOPs
 
-_MAC_OPS = {"Conv", "ConvInteger", "QLinearConv", "MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "FusedConv",
-            "FusedMatMul", "MatMulNBits", "DynamicQuantizeMatMul"}
-
-
 def graph_stats(path: str | Path, dims: dict[str, int] | None = None) -> dict[str, int | None]:
     """Parameters (elements of all initializers, quantized ones included) and multiply-accumulates of the
     Conv/MatMul/Gemm family at batch 1, read from the graph itself after shape inference.
@@ -194,6 +190,8 @@ def graph_stats(path: str | Path, dims: dict[str, int] | None = None) -> dict[st
     import numpy as np
     import onnx
     from onnx import shape_inference
+
+    from modelpress.ops import has
 
     model = onnx.load(str(path), load_external_data=False)
     params = 0
@@ -221,7 +219,7 @@ def graph_stats(path: str | Path, dims: dict[str, int] | None = None) -> dict[st
             shapes[vi.name] = [d.dim_value for d in dd]
     macs, known = 0, 0
     for node in inferred.graph.node:
-        if node.op_type not in _MAC_OPS:
+        if not has(node.op_type, "mac"):
             continue
         out = shapes.get(node.output[0])
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}

@@ -44,10 +44,6 @@ _TOP = {"modelpress", "kind", "title", "source", "model", "export", "data", "fin
         "profile", "metric", "selection", "output", "min_fidelity"}
 _DATA = {"eval", "calib", "train"}
 _SELECTION = {"max_accuracy_drop", "relative", "objective", "profile", "weights"}
-_PROFILE = {"iterations", "warmup", "duration_s", "batch_size", "op_breakdown", "op_breakdown_iterations", "runner",
-            "graph_optimization"}
-_PRIMARY = {"prune-structured": "sparsity", "prune-unstructured": "sparsity", "lowrank": "energy",
-            "int4-weight": "block_size", "int8-weight": "block_size"}
 
 
 @dataclass
@@ -98,12 +94,15 @@ def _step(raw: Any, node: yaml.Node, path: Path) -> tuple[str, dict[str, Any]]:
         tech, sep, value = raw.partition(":")
         if not sep:
             return tech, {}
-        if tech not in _PRIMARY:
+        from modelpress.optimizers.registry import PASSES
+
+        primary = PASSES[tech].primary_option if tech in PASSES else None
+        if primary is None:
             raise ModelpressError(f"{_where(node, path)}: {tech!r} has no main option for the TECHNIQUE:VALUE form; "
                                   "write {technique: ..., options: {...}}")
         from modelpress.yamlsafe import load_yaml
 
-        return tech, {_PRIMARY[tech]: load_yaml(value, f"{_where(node, path)}: {tech}")[1]}
+        return tech, {primary: load_yaml(value, f"{_where(node, path)}: {tech}")[1]}
     if isinstance(raw, dict):
         technique, opts, _ = parse_step(node, raw, path, "a chain step")
         return technique, opts
@@ -166,7 +165,9 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
         if not Path(resolve(v)).is_file():
             raise ModelpressError(f"{_where(vn, path)}: data.{k}: no such file: {v}")
         data[k] = resolve(v)
-    for section, allowed in (("selection", _SELECTION), ("profile", _PROFILE)):
+    from modelpress.benchmarks.profiler import ProfileConfig
+
+    for section, allowed in (("selection", _SELECTION), ("profile", {f.name for f in dataclasses.fields(ProfileConfig)})):
         if section in top:
             _check_keys(top[section][1], path, allowed, section)
     selection = {"max_accuracy_drop": 0.01, **(doc.get("selection") or {})}
@@ -261,7 +262,7 @@ def _typed(section: str, values: dict, cls_path: str, top: dict, path: Path) -> 
     """Build a dataclass config from a recipe section, naming the bad key and line."""
     import importlib
 
-    from modelpress.optimizers.base import make_config
+    from modelpress.config import make_config
 
     mod, _, name = cls_path.partition(":")
     cls = getattr(importlib.import_module(mod), name)
@@ -281,7 +282,7 @@ def run_study(recipe: StudyRecipe, *, show_progress: bool = True, use_cache: boo
     from modelpress.cache import StepCache, file_sha256
     from modelpress.data import load_npz
     from modelpress.exporters.torch_onnx import ExportConfig, export_onnx, load_model_source
-    from modelpress.optimizers.base import make_config
+    from modelpress.config import make_config
     from modelpress.optimizers.pytorch import FinetuneConfig
     from modelpress.study import Candidate, compare, default_metric, full_chain, require_completed
     from modelpress.validate import FidelityFloor

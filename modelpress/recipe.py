@@ -151,12 +151,12 @@ def load_recipe(path: str | Path, *, allow_outside: bool = False) -> Recipe:
     if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
         raise ModelpressError(f"{_where(steps_node, path)}: 'steps' must be a non-empty list")
     steps = []
-    from modelpress.optimizers import build_pass
+    from modelpress.optimizers import build_onnx_pass
 
     for node, raw in zip(steps_node.value, doc["steps"]):
         technique, opts, keys = parse_step(node, raw, path, "a step")
         try:
-            build_pass(technique, opts)
+            build_onnx_pass(technique, opts)
         except ModelpressError as e:
             at = keys["options"][1] if "options" in keys and "option" in str(e) else keys["technique"][1]
             raise ModelpressError(f"{_where(at, path)}: {clip(e)}") from None

@@ -62,28 +62,23 @@ def default_metric(eval_data: Dataset) -> str:
 
 def check_chain(steps: list[tuple[str, dict[str, Any]]], has_source: bool = True) -> None:
     """A chain is PyTorch techniques (if any) first, then ONNX passes; every name and option must be valid."""
-    from modelpress.optimizers.pytorch import build_torch_pass
-
     seen_onnx = None
     for technique, options in steps:
-        if is_torch_technique(technique):
+        p = build_pass(technique, options)
+        if p.input_kind == "torch":
             if seen_onnx:
                 raise ModelpressError(f"chain {[t for t, _ in steps]}: {technique} changes the PyTorch model, so it "
                                       f"must come before ONNX techniques such as {seen_onnx}")
             if not has_source:
                 raise ModelpressError(f"{technique} works on the PyTorch model: the study needs its source "
                                       "(a 'package.module:factory')")
-            build_torch_pass(technique, options)
         else:
-            build_pass(technique, options)
             seen_onnx = seen_onnx or technique
 
 
 def full_chain(chain: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
     """Every step with every option, defaults included: what a recipe-as-run records and what cache keys hash."""
-    from modelpress.optimizers.pytorch import build_torch_pass
-
-    return [(t, (build_torch_pass if is_torch_technique(t) else build_pass)(t, o).config.to_dict()) for t, o in chain]
+    return [(t, build_pass(t, o).config.to_dict()) for t, o in chain]
 
 
 def _variant(name: str, technique: str | None, path: Path, **kw: Any) -> Variant:
@@ -96,7 +91,6 @@ def _build(c: Candidate, reference: Path, path: Path, calib: Dataset | None, *, 
            finetune: Any, train_data: Dataset | None, **validation: Any) -> list[Any]:
     """Make one candidate: PyTorch steps on the source then export, then the ONNX passes (validated against
     the reference; `validation` = min_fidelity, data, runtime)."""
-    from modelpress.optimizers.base import PassResult
     from modelpress.optimizers.pytorch import compress_and_export
 
     torch_steps = [s for s in c.steps if is_torch_technique(s[0])]
@@ -110,7 +104,9 @@ def _build(c: Candidate, reference: Path, path: Path, calib: Dataset | None, *, 
         # a pruned network is meant to differ from the reference: record its fidelity, enforce only validity
         v = Validator(reference, validation.get("data"), validation.get("runtime", "ort-cpu"), None,
                       data_source="evaluation data").check(exported_to)
-        results = [PassResult(s.technique, s.config, [*s.notes, *_layer_notes(s)]) for s in res.steps]
+        results = res.steps
+        for s in results:
+            s.notes.extend(_layer_notes(s))
         results[-1].validation = v.to_dict()
         results[-1].notes.append(f"validated (fidelity recorded, not enforced): {v.summary()}")
         if res.finetune:

@@ -69,11 +69,32 @@ def test_every_pass_keeps_the_contract(technique, tmp_path, tiny_onnx, tiny_data
     from modelpress.optimizers import PASSES, build_pass, optimize
     from modelpress.optimizers.base import make_config
 
+    from modelpress.optimizers.base import Pass, PassResult
+
     cls = PASSES[technique]
     p = build_pass(technique, {})
-    assert dataclasses.is_dataclass(p.config) and cls.summary
+    assert dataclasses.is_dataclass(p.config) and cls.summary and cls.name == technique
     assert make_config(cls.config_cls, p.config.to_dict(), technique) == p.config  # the recipe form round-trips
+    # one hierarchy: the method of its input kind is its own
+    assert getattr(cls, {"onnx": "run", "torch": "apply"}[cls.input_kind]) is not getattr(
+        Pass, {"onnx": "run", "torch": "apply"}[cls.input_kind])
+    if cls.primary_option is not None:
+        assert cls.primary_option in p.config.to_dict()
     out = tmp_path / "out.onnx"
+    if cls.input_kind == "torch":  # a PyTorch pass: refused by the ONNX executor, applied before export
+        from modelpress.optimizers.pytorch import compress_and_export
+
+        with pytest.raises(ModelpressError, match="PyTorch model") as e:
+            optimize(tiny_onnx, out, technique, {})
+        assert "\n" not in str(e.value) and not out.exists()
+        try:
+            res, _ = compress_and_export("tests.factories:tiny_cnn", out, [(technique, {})])
+        except ModelpressError as e:  # e.g. a pattern that fits no layer of the tiny net: one line, no file
+            assert "\n" not in str(e) and not out.exists(), technique
+            return
+        assert out.is_file() and isinstance(res.steps[0], PassResult) and res.steps[0].technique == technique
+        assert (res.steps[0].layers or res.steps[0].notes) and json.dumps(res.to_dict())  # says what changed
+        return
     opts = {"tolerable_loss": 0.5, "max_trials": 1} if technique == "inc-tune" else {}
     try:
         res = optimize(tiny_onnx, out, technique, opts, calib=tiny_data)
@@ -101,4 +122,5 @@ def test_study_on_openvino_measures_accuracy_and_latency_there(tmp_path, tiny_on
     assert rep["task"]["runtime"] == "openvino"
     assert [v["name"] for v in rep["variants"]] == ["fp32", "static-int8"]
     assert rep["variants"][1]["validation"]["runtime"] == "openvino"
-    assert rep["variants"][1]["latency"]["edge-1core"]["op_breakdown"] is None  # openvino declares no op profile
+    ops = rep["variants"][1]["latency"]["edge-1core"]["op_breakdown"]  # the plugin's own counters, by layer type
+    assert ops and abs(sum(ops.values()) - 1) < 0.01

@@ -19,7 +19,7 @@ def tiny_llm(tmp_path_factory) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from modelpress.benchmarks.llm_eval import heldout_text
+    from modelpress.models.text import heldout_text
 
     folder = tmp_path_factory.mktemp("tinyllm") / "hf"
     tk = Tokenizer(models.BPE())

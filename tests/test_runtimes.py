@@ -15,12 +15,38 @@ def test_registry_and_unknown():
 
 
 def test_ort_cpu_runner_signature_and_infer(tiny_onnx):
-    with create_runner("ort-cpu", tiny_onnx, RunnerOptions(intra_op_threads=1, graph_optimization="basic")) as r:
+    with create_runner("ort-cpu", tiny_onnx, {"intra_op_threads": 1, "graph_optimization": "basic"}) as r:
+        assert r.options.graph_optimization == "basic" and r.options.intra_op_threads == 1
         assert r.inputs[0].name == "input" and r.inputs[0].shape == ("batch", 1, 16, 16) and r.inputs[0].dtype == "float32"
         out = r.infer({"input": np.zeros((3, 1, 16, 16), np.float32)})
         assert out["output"].shape == (3, 10)
         with pytest.raises(ModelpressError, match=r"input 'input' has shape \[3, 2, 16, 16\]"):
             r.infer({"input": np.zeros((3, 2, 16, 16), np.float32)})  # checked before the runtime sees it
+
+
+def test_runtime_options_belong_to_each_runtime(tiny_onnx):
+    """Each runtime's own knobs are its options class; a mapping is checked like a pass's options (one line);
+    common knobs (threads) carry over from plain RunnerOptions."""
+    from modelpress.runtimes.ort import OrtCpuRunner, OrtTensorrtOptions, OrtTensorrtRunner
+
+    with pytest.raises(ModelpressError, match="runtime ort-cpu: unknown option.*performance_hint"):
+        create_runner("ort-cpu", tiny_onnx, {"performance_hint": "LATENCY"})
+    with pytest.raises(ModelpressError, match="graph_optimization must be one of"):
+        create_runner("ort-cpu", tiny_onnx, {"graph_optimization": "max"})
+    assert OrtCpuRunner(tiny_onnx, RunnerOptions(intra_op_threads=2)).options.intra_op_threads == 2
+    # the TensorRT EP's provider options come from its options (documented trt_* keys); nothing is loaded here
+    trt = OrtTensorrtRunner(tiny_onnx, {"int8": True, "fp16": False, "int8_calibration_table": "calibration.flatbuffers"})
+    assert isinstance(trt.options, OrtTensorrtOptions)
+    name, opts = trt.providers()[0]
+    assert name == "TensorrtExecutionProvider" and opts["trt_int8_enable"] and not opts["trt_fp16_enable"]
+    assert opts["trt_int8_calibration_table_name"] == "calibration.flatbuffers"
+    if RUNNERS["openvino"].availability()[0]:
+        from modelpress.runtimes.openvino import OpenVinoOptions
+
+        r = create_runner("openvino", tiny_onnx, {"performance_hint": "THROUGHPUT", "intra_op_threads": 1})
+        assert isinstance(r.options, OpenVinoOptions) and r.config()["PERFORMANCE_HINT"] == "THROUGHPUT"
+        with pytest.raises(ModelpressError, match="runtime openvino: unknown option.*graph_optimization"):
+            create_runner("openvino", tiny_onnx, {"graph_optimization": "basic"})
 
 
 def test_gpu_runners_say_why_not_here():

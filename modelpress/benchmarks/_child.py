@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import time
-from collections import defaultdict
 
 
 def _vm(field: str) -> float:
@@ -21,25 +20,6 @@ def _vm(field: str) -> float:
     return 0.0
 
 
-def _op_breakdown(runner_cls, model, options, feeds_list, n: int, trace_dir: str) -> dict[str, float]:
-    """Share of kernel time per op type, from ONNX Runtime's own profiler."""
-    from dataclasses import replace
-
-    runner = runner_cls(model, replace(options, profile_ops_prefix=os.path.join(trace_dir, "ops")))
-    runner.load()
-    for i in range(n):
-        runner.infer(feeds_list[i % len(feeds_list)])
-    trace = runner.end_profiling()
-    runner.close()
-    totals: dict[str, float] = defaultdict(float)
-    with open(trace) as f:
-        for ev in json.load(f):
-            if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
-                totals[ev.get("args", {}).get("op_name", "?")] += ev.get("dur", 0)
-    all_us = sum(totals.values()) or 1.0
-    return {k: round(v / all_us, 4) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
-
-
 def run(job: dict) -> dict:
     prof, cfg = job["profile"], job["config"]
     if prof["cores"] is not None:
@@ -49,11 +29,12 @@ def run(job: dict) -> dict:
 
     from modelpress.data import Dataset, batch_size_for, load_npz, synthetic
     from modelpress.errors import ModelpressError
-    from modelpress.runtimes import RunnerOptions, get_runner
+    from modelpress.benchmarks.profiler import runner_options
+    from modelpress.runtimes import get_runner
 
     try:
         runner_cls = get_runner(cfg["runner"])
-        options = RunnerOptions(prof["intra_op_threads"], prof["inter_op_threads"], cfg["graph_optimization"])
+        options = runner_options(runner_cls, cfg, prof["intra_op_threads"], prof["inter_op_threads"])
         batch = cfg["batch_size"]
         data: Dataset | None = load_npz(job["inputs"]) if job["inputs"] else None
 
@@ -90,9 +71,9 @@ def run(job: dict) -> dict:
             if deadline is not None and (len(samples) >= cfg["iterations"] or time.perf_counter() >= deadline):
                 break
         peak = _vm("VmHWM")
-        runner.close()
-        ops = _op_breakdown(runner_cls, job["model"], options, feeds, cfg["op_breakdown_iterations"], job["trace_dir"]) \
+        ops = runner.op_breakdown(feeds, cfg["op_breakdown_iterations"]) \
             if cfg["op_breakdown"] and runner_cls.supports_op_profile else None
+        runner.close()
     except ModelpressError as e:
         return {"error": str(e)}
 

@@ -5,7 +5,6 @@ profile's cores (as `modelpress profile` does), so peak RSS is that model's alon
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import multiprocessing
 import os
 import statistics
@@ -16,6 +15,7 @@ from typing import Any
 from modelpress.benchmarks._child import _vm
 from modelpress.benchmarks.presets import EdgeProfile
 from modelpress.errors import ModelpressError
+from modelpress.models.text import heldout_text
 
 
 @dataclass
@@ -37,15 +37,6 @@ class LLMMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@functools.lru_cache(maxsize=2)
-def heldout_text(kind: str = "heldout") -> str:
-    """Real English prose that ships with Python (pydoc topics): sentences 0-1499 train, the rest are held out."""
-    from modelpress.models.minilm import prose_sentences
-
-    sents = prose_sentences()
-    return " ".join(sents[:1500] if kind == "train" else sents[1500:])
 
 
 def _measure(folder: str, cores: list[int], threads: int, ppl_ids: list[int], prompt_ids: list[int],

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,10 @@ class ProfileConfig:
     duration_s: float | None = None  # time budget; with iterations, whichever ends first
     batch_size: int = 1
     runner: str = "ort-cpu"
-    graph_optimization: str = "all"
-    op_breakdown: bool = False  # also run ORT's per-op profiler (separate session, not timed)
+    graph_optimization: str = "all"  # ONNX Runtime's level (runtimes without one accept only "all")
+    op_breakdown: bool = False  # also run the runtime's per-op profiler (separate session, not timed)
     op_breakdown_iterations: int = 20
+    runtime_options: dict[str, Any] = field(default_factory=dict)  # the runtime's own knobs (its options class)
 
     def check(self) -> None:
         if self.warmup < 0 or self.iterations < 1 or self.batch_size < 1:
@@ -43,7 +44,19 @@ class ProfileConfig:
             raise ModelpressError("--duration must be > 0 seconds")
         if self.graph_optimization not in GRAPH_OPT_LEVELS:
             raise ModelpressError(f"unknown graph optimization level {self.graph_optimization!r}; choose {GRAPH_OPT_LEVELS}")
-        get_runner(self.runner)
+        runner_options(get_runner(self.runner), asdict(self), 0, 0)  # the runtime's options, checked up front
+
+
+def runner_options(runner_cls: Any, cfg: dict[str, Any], intra: int, inter: int) -> Any:
+    """The runtime's options for a profile: the edge profile's threads, the config's runtime_options, and the
+    graph optimization level where the runtime has one."""
+    has_levels = any(f.name == "graph_optimization" for f in fields(runner_cls.options_cls))
+    if cfg.get("graph_optimization", "all") != "all" and not has_levels:
+        raise ModelpressError(f"runtime {runner_cls.name} has no graph optimization levels; leave "
+                              "graph_optimization at 'all'")
+    level = {"graph_optimization": cfg.get("graph_optimization", "all")} if has_levels else {}
+    return runner_cls.make_options({"intra_op_threads": intra, "inter_op_threads": inter, **level,
+                                    **(cfg.get("runtime_options") or {})})
 
 
 @dataclass

@@ -8,11 +8,11 @@ from typing import Any
 
 from modelpress import __version__
 from modelpress.machine import describe, has_vnni
+from modelpress.ops import has
 from modelpress.errors import ModelpressError
 
 SCHEMA = "modelpress.report"
 SCHEMA_VERSION = 1
-INTEGER_OPS = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "QGemm")
 
 
 @dataclass
@@ -35,11 +35,13 @@ class Variant:
     validation: dict[str, Any] | None = None  # the choke point's record (modelpress.validate)
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """modelpress, onnx, every installed runtime (modelpress.runtimes) and torch where installed."""
     import onnx
-    import onnxruntime
 
-    v = {"modelpress": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    from modelpress.runtimes import runtime_versions
+
+    v = {"modelpress": __version__, "onnx": onnx.__version__, **runtime_versions()}
     try:
         import torch
 
@@ -84,7 +86,7 @@ def build_report(
     if sel.get("relative") and metric == "top1" and ref.top1:
         budget = max_accuracy_drop * ref.top1  # "at most 1% of the reference's accuracy"
     return {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "title": title, "versions": _versions(),
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "title": title, "versions": versions(),
         "machine": describe(), "task": task, "profiles": profiles, "profile_config": profile_config,
         "reference": ref.name, "variants": rows,
         "selection": select(rows, budget, objective_profile, latency_margin, metric, sel.get("objective", "latency"),
@@ -123,7 +125,7 @@ def _findings(name: str, lat: dict, ref_lat: dict, ref_name: str, margin: float)
         if ops:
             top, share = next(iter(ops.items()))
             line += f": {top} takes {share:.0%} of its kernel time (≈{share * s['p50_ms']:.3g} ms per inference)"
-            if top in INTEGER_OPS and not has_vnni():
+            if has(top, "integer_kernel") and not has_vnni():
                 line += "; this CPU has no VNNI (avx512_vnni/avx_vnni), so integer kernels run on plain AVX2"
         out.append(line)
     return out

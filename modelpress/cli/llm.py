@@ -187,7 +187,7 @@ def llm_lora(source: str, output: Path, text_file: Path | None, rank: int, alpha
     Quantize the result like any export (`modelpress llm quantize`). QLoRA (a 4-bit base under the
     adapters) needs bitsandbytes with CUDA; without a GPU modelpress says so and trains over FP32.
     """
-    from modelpress.benchmarks.llm_eval import heldout_text
+    from modelpress.models.text import heldout_text
     from modelpress.exporters.llm import check_output, export_loaded, load_causal_lm
     from modelpress.optimizers.lora import LoraSettings, lora_finetune, qlora_support
     from modelpress.io import guard_outputs

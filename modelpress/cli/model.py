@@ -313,12 +313,12 @@ def list_(what: str) -> None:
         import dataclasses
 
         from modelpress.optimizers import PASSES
-        from modelpress.optimizers.pytorch import TORCH_PASSES
 
-        for name, cls in sorted({**PASSES, **TORCH_PASSES}.items()):
+        for name, cls in sorted(PASSES.items()):
             opts = ", ".join(f"{f.name}={f.default if f.default is not dataclasses.MISSING else '[]'}"
                              for f in dataclasses.fields(cls.config_cls))
-            click.echo(f"{name:14} {cls.summary}\n{'':14} options: {opts}")
+            kind = "PyTorch model, before export" if cls.input_kind == "torch" else "ONNX model"
+            click.echo(f"{name:18} {cls.summary}\n{'':18} input: {kind}; options: {opts}")
 
 
 COMMANDS = [export, profile, optimize, sensitivity, evaluate, list_]  # registered on the `modelpress` group by modelpress.cli

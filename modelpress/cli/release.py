@@ -57,10 +57,12 @@ def package(model: Path, output: Path, report: Path | None, variant: str | None,
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--key", "key", type=click.Path(path_type=Path),
               help="Require a valid signature by this Ed25519 public key (PEM).")
+@click.option("--runtime", default="ort-cpu", show_default=True,
+              help="Runtime the model must load on (see `modelpress list runtimes`).")
 @json_option("Print the result as JSON.")
-def verify(bundle: Path, key: Path | None, as_json: bool) -> None:
+def verify(bundle: Path, key: Path | None, runtime: str, as_json: bool) -> None:
     """Verify a bundle: safe member paths, every file's sha256 and size, no missing or extra files, the
-    manifest's fields and types, the model it names is a member, loads in ONNX Runtime and its I/O
+    manifest's fields and types, the model it names is a member, loads on --runtime and its I/O
     signature matches the manifest. With --key, the manifest's signature (manifest.sig) must verify
     with that public key; without it a signature is reported but not checked.
 
@@ -68,12 +70,12 @@ def verify(bundle: Path, key: Path | None, as_json: bool) -> None:
     """
     from modelpress.bundle import verify as check
 
-    res = check(bundle, key=key)
+    res = check(bundle, key=key, runtime=runtime)
     sg = res["signing"]
     signed = (f"signed by {sg['fingerprint']}, signature verified with {key}" if sg["verified"] else
               f"signed by {sg['fingerprint']} but the signature was NOT checked (pass --key PUB.pem)" if sg["signed"]
               else "not signed")
-    _emit(as_json, res, lambda: click.echo(f"{bundle}: OK — {len(res['files'])} files, hashes match, model loads, "
+    _emit(as_json, res, lambda: click.echo(f"{bundle}: OK — {len(res['files'])} files, hashes match, model loads on {runtime}, "
                                            f"I/O signature matches ({', '.join(s['name'] for s in res['signature']['inputs'])}"
                                            f" -> {', '.join(s['name'] for s in res['signature']['outputs'])}); {signed}"))
 
@@ -108,9 +110,11 @@ def sign_keygen(prefix: Path, as_json: bool) -> None:
 @click.option("-n", "--iterations", default=200, show_default=True, type=int, help="Timed runs per round (>= 1).")
 @click.option("--data", "data_file", type=click.Path(path_type=Path),
               help="Labelled data (.npz) to measure accuracy; default: the bundles' recorded accuracy.")
+@click.option("--runtime", default="ort-cpu", show_default=True,
+              help="Runtime both models are profiled and evaluated on (see `modelpress list runtimes`).")
 @json_option("Print the verdict as JSON.")
 def gate_cmd(new: Path, baseline: Path, max_latency_regression: str, max_accuracy_drop: str, preset: str,
-             rounds: int, iterations: int, data_file: Path | None, as_json: bool) -> None:
+             rounds: int, iterations: int, data_file: Path | None, runtime: str, as_json: bool) -> None:
     """Fail (exit 5) when NEW is slower or less accurate than BASELINE beyond the limits.
 
     Both are profiled on this machine, interleaved round by round in fresh pinned processes, so drift
@@ -130,12 +134,12 @@ def gate_cmd(new: Path, baseline: Path, max_latency_regression: str, max_accurac
     from modelpress.gate import gate
 
     res = gate(new, baseline, max_latency_regression=max_latency_regression, max_accuracy_drop=max_accuracy_drop,
-               profile=preset, rounds=rounds, iterations=iterations, data_file=data_file)
+               profile=preset, rounds=rounds, iterations=iterations, data_file=data_file, runtime=runtime)
 
     def human() -> None:
         from rich.table import Table
 
-        t = Table(title=f"gate on {res.profile}: {res.rounds} interleaved rounds", title_justify="left")
+        t = Table(title=f"gate on {res.profile} ({res.runtime}): {res.rounds} interleaved rounds", title_justify="left")
         for c in ("", "baseline", "new", "change", "limit"):
             t.add_column(c, justify="right")
         t.add_row("p50 ms", f"{res.baseline_p50_ms:.3f}", f"{res.new_p50_ms:.3f}", f"{res.latency_change:+.1%}",

@@ -204,7 +204,7 @@ def prefill_samples(folder: Path, samples: int = 8, tokens: int = 32) -> "Any":
     import numpy as np
     from transformers import AutoTokenizer
 
-    from modelpress.benchmarks.llm_eval import heldout_text
+    from modelpress.models.text import heldout_text
     from modelpress.data import Dataset
     from modelpress.runtimes.generate import OnnxCausalLM
 

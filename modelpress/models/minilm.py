@@ -9,7 +9,6 @@ FP32 model's output is the metric that matters.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from torch import nn
 
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
+from modelpress.models.text import prose_sentences  # noqa: F401 - re-exported: the sentences its samples use
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -68,17 +68,3 @@ def factory():
     model, tok = load()
     ex = tokenize(tok, prose_sentences(2))
     return model, {k: torch.from_numpy(v) for k, v in ex.inputs.items()}
-
-
-def prose_sentences(n: int | None = None, offset: int = 0) -> list[str]:
-    """Real English prose that ships with Python itself: the sentences of the pydoc topic help
-    (the Python documentation), lightly cleaned. About 2,000 sentences, deterministic order."""
-    import pydoc_data.topics as topics
-
-    text = " ".join(topics.topics[k] for k in sorted(topics.topics))
-    out = []
-    for s in re.split(r"(?<=[.!?])\s+", text):
-        s = " ".join(s.split())
-        if 40 <= len(s) <= 200 and s[0].isupper() and "::" not in s and ">>>" not in s and "|" not in s:
-            out.append(s)
-    return out[offset:] if n is None else out[offset : offset + n]

@@ -18,6 +18,15 @@ from modelpress.optimizers.registry import PASSES, build_pass, register_pass
 from modelpress.validate import DEFAULT_MIN_FIDELITY, FidelityFloor, InvalidArtifact, Validator, fmt_fidelity
 
 
+def build_onnx_pass(name: str, options: dict[str, Any] | None = None) -> Pass:
+    """build_pass, refusing the techniques that change a PyTorch model (they run before export)."""
+    p = build_pass(name, options)
+    if p.input_kind != "onnx":
+        raise ModelpressError(f"{name} changes the PyTorch model before export, not an ONNX file: use "
+                              f"`modelpress {'lowrank' if name == 'lowrank' else 'prune'}` or a study with a 'source'")
+    return p
+
+
 def optimize(
     model_in: str | Path, model_out: str | Path, technique: str, options: dict[str, Any] | None = None,
     calib: Dataset | None = None, *, min_fidelity: "FidelityFloor | str | None" = DEFAULT_MIN_FIDELITY,
@@ -28,7 +37,7 @@ def optimize(
     `runtime`, finite) and at least `min_fidelity` to the input on `data` (default: the calibration data,
     else synthetic inputs); below the floor the technique's repairs run first. Raises BelowFidelityFloor
     (exit 6) when nothing reaches the floor; `keep_best` then keeps the best try as NAME.below-floor.onnx."""
-    p = build_pass(technique, options)
+    p = build_onnx_pass(technique, options)
     model_in = check_onnx_file(model_in)
     model_out = Path(model_out)
     if p.needs_calibration and calib is None:
@@ -79,7 +88,7 @@ def optimize_chain(
     if not steps:
         raise ModelpressError("a chain needs at least one technique")
     for name, opts in steps:  # every step's name and options are checked before any work
-        build_pass(name, opts)
+        build_onnx_pass(name, opts)
     kw = dict(min_fidelity=min_fidelity, data=data, runtime=runtime, data_source=data_source, judged=judged)
     if len(steps) == 1:
         return [optimize(model_in, model_out, steps[0][0], steps[0][1], calib, keep_best=keep_best, **kw)]
@@ -157,4 +166,5 @@ def run_validated(p: Pass, model_in: Path, calib: Dataset | None, validator: Val
     return chosen, tries
 
 
-__all__ = ["PASSES", "Pass", "PassConfig", "PassResult", "build_pass", "optimize", "optimize_chain", "register_pass"]
+__all__ = ["PASSES", "Pass", "PassConfig", "PassResult", "build_onnx_pass", "build_pass", "optimize", "optimize_chain",
+           "register_pass"]

@@ -1,22 +1,23 @@
 """A pass: one optimization step with a typed config, so a run can be written out and replayed.
 
-Modelled on Olive's passes: `Pass.config_cls` is a dataclass; `build_pass(name,
-options)` rejects unknown options and wrong types with one line, and
-`config.to_dict()` is exactly what a recipe records.
+Modelled on Olive's passes: one `Pass` base for every input kind (`input_kind` "onnx": `run` rewrites an ONNX
+file; "torch": `apply`/`finalize` change a PyTorch module before export), one result type (`PassResult`), and
+each technique's facts on its class (input kind, calibration, whether it quantizes, the option a bare recipe
+value sets). `Pass.config_cls` is a dataclass; `build_pass(name, options)` rejects unknown options and wrong types with
+one line, and `config.to_dict()` is exactly what a recipe records.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Literal
 
+from modelpress.config import make_config  # noqa: F401 - passes' configs are built with it (registry.build_pass)
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
-from modelpress.yamlsafe import short
 
 
 @dataclass
@@ -33,17 +34,33 @@ class PassResult:
     goal_met: bool | None = None  # accuracy-aware passes: False = best model saved, but over budget
     validation: dict[str, Any] | None = None  # what the choke point measured (modelpress.validate)
     repairs: list[str] = dataclasses.field(default_factory=list)  # every try the executor made, in order
+    layers: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # torch passes: what changed, per layer
 
 
 class Pass(abc.ABC):
+    """One technique. Subclasses set the class facts below and implement `run` (onnx) or `apply` (torch)."""
+
     name: ClassVar[str]
     summary: ClassVar[str]
     config_cls: ClassVar[type[PassConfig]] = PassConfig
+    input_kind: ClassVar[Literal["onnx", "torch"]] = "onnx"
     needs_calibration: ClassVar[bool] = False
     quantizes: ClassVar[bool] = False  # refuses an input that is already quantized
+    # the option a bare recipe value sets: `prune-structured:0.5` means {sparsity: 0.5}
+    primary_option: ClassVar[str | None] = None
 
     def __init__(self, config: PassConfig | None = None) -> None:
         self.config = config or self.config_cls()
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        needed = {"onnx": "run", "torch": "apply"}.get(cls.input_kind)
+        if needed is None:
+            raise TypeError(f"{cls.__name__}: input_kind must be 'onnx' or 'torch', not {cls.input_kind!r}")
+        if cls.primary_option is not None and cls.primary_option not in {f.name for f in
+                                                                         dataclasses.fields(cls.config_cls)}:
+            raise TypeError(f"{cls.__name__}: primary_option {cls.primary_option!r} is not an option of "
+                            f"{cls.config_cls.__name__}")
 
     def min_opset(self) -> int:
         """The least opset the artifact's format needs (e.g. per-channel QDQ: 13); older inputs are upgraded."""
@@ -58,9 +75,16 @@ class Pass(abc.ABC):
         `ctx.attempt(...)`, return when satisfied. Default: none."""
         return iter(())
 
-    @abc.abstractmethod
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
-        """Write the optimized model to `model_out` (a temp path the caller renames into place)."""
+        """ONNX passes: write the optimized model to `model_out` (a temp path the caller renames into place)."""
+        raise NotImplementedError(f"{self.name} works on a PyTorch model (input_kind {self.input_kind!r})")
+
+    def apply(self, model: Any, example: tuple) -> tuple[Any, PassResult]:
+        """Torch passes: change `model` (in place or by returning a new one); masks may stay until `finalize`."""
+        raise NotImplementedError(f"{self.name} works on an ONNX model (input_kind {self.input_kind!r})")
+
+    def finalize(self, model: Any) -> None:
+        """Torch passes: make the change permanent (e.g. fold pruning masks into the weights)."""
 
     def calibration(self, model_in: Path, calib: Dataset | None) -> tuple[Dataset, list]:
         """(calibration data, the model's input specs), the data checked against the model's inputs."""
@@ -72,66 +96,3 @@ class Pass(abc.ABC):
             specs = r.inputs
         calib.check_against(specs, "calibration data")
         return calib, specs
-
-
-def make_config(cls: type[PassConfig], options: dict[str, Any], pass_name: str) -> PassConfig:
-    """Build a typed config from loose options (CLI/YAML), naming any unknown key or bad value."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise ModelpressError(f"{pass_name}: unknown option(s) {short(unknown)}; options are {sorted(fields)}")
-    values = {}
-    for key, raw in options.items():
-        values[key] = _coerce(raw, hints[key], f"{pass_name}: option {key}")
-    cfg = cls(**values)
-    validate = getattr(cfg, "validate", None)
-    if validate:
-        validate()
-    return cfg
-
-
-def _coerce(raw: Any, hint: Any, where: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Literal:
-        if raw not in args:
-            raise ModelpressError(f"{where} must be one of {list(args)}, got {short(raw)}")
-        return raw
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if raw is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(raw, a, where)
-            except ModelpressError as e:
-                errors.append(str(e))
-        raise ModelpressError(errors[0])
-    if origin is list:
-        items = raw.split(",") if isinstance(raw, str) else raw
-        if not isinstance(items, (list, tuple)):
-            raise ModelpressError(f"{where} must be a list, got {short(raw)}")
-        return [_coerce(x.strip() if isinstance(x, str) else x, args[0], where) for x in items]
-    if hint is bool:
-        if isinstance(raw, bool):
-            return raw
-        if str(raw).lower() in ("true", "1", "yes", "on"):
-            return True
-        if str(raw).lower() in ("false", "0", "no", "off"):
-            return False
-        raise ModelpressError(f"{where} must be true or false, got {short(raw)}")
-    if hint in (int, float):
-        try:
-            if isinstance(raw, bool):
-                raise ValueError
-            value = hint(raw)
-            if hint is int and isinstance(raw, float) and raw != value:
-                raise ValueError
-            return value
-        except (TypeError, ValueError):
-            raise ModelpressError(f"{where} must be {hint.__name__}, got {short(raw)}") from None
-    if hint is str:
-        return str(raw)
-    return raw

@@ -22,7 +22,8 @@ from modelpress.errors import ModelpressError
 from modelpress.io import captured_output
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
 from modelpress.calibration import Reader
-from modelpress.optimizers.ort_quant import QUANTIZED_OPS, check_quantized, quiet_ort_logs, resolve_reduce_range
+from modelpress.ops import quantized_among
+from modelpress.optimizers.ort_quant import check_quantized, quiet_ort_logs, resolve_reduce_range
 
 
 def _inc():
@@ -275,7 +276,7 @@ class IncTune(Pass):
 
         def tracked(model_path: str) -> float:
             score = float(evaluate(model_path))
-            if model_path != str(model_in) and QUANTIZED_OPS & _ops(model_path):
+            if model_path != str(model_in) and quantized_among(_ops(model_path)):
                 trials.append({"trial": len(trials) + 1, "score": score})
                 if score >= max((t["score"] for t in trials[:-1]), default=-float("inf")):
                     _copy_model(model_path, best_dir / "best.onnx")

@@ -21,11 +21,6 @@ from modelpress.io import captured_output, working_directory
 from modelpress.onnxutil import op_counts
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
 
-QUANTIZED_OPS = {
-    "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear",
-    "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulNBits", "QAttention", "QGemm",
-}
-
 
 def _qtype(name: str):
     from onnxruntime.quantization import QuantType
@@ -82,7 +77,10 @@ def resolve_reduce_range(value: bool | None) -> tuple[bool, list[str]]:
 
 
 def check_quantized(path: Path, technique: str) -> None:
-    if not QUANTIZED_OPS & set(op_counts(path)):
+    """Refuse an output in which the technique quantized nothing (no quantized op at all)."""
+    from modelpress.ops import quantized_among
+
+    if not quantized_among(op_counts(path)):
         raise ModelpressError(f"{technique}: the model has no op this technique quantizes; nothing was written")
 
 

@@ -1,7 +1,7 @@
 """The technique registry: name -> "module:Class", each module imported only when its technique is used
 (as Olive's registry does), so importing modelpress.optimizers imports no pass and no pass imports the
-registry back. A new technique is one module with a `Pass` subclass (modelpress.optimizers.base) and one
-line below."""
+registry back. One registry for every input kind (ONNX passes and PyTorch passes alike). A new technique is
+one module with a `Pass` subclass (modelpress.optimizers.base) and one line below."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelpress.errors import ModelpressError
-from modelpress.optimizers.base import Pass, make_config
+from modelpress.config import make_config
+from modelpress.optimizers.base import Pass
 from modelpress.registry import LazyRegistry
 
 PASSES: Mapping[str, type[Pass]] = LazyRegistry({
@@ -22,6 +23,11 @@ PASSES: Mapping[str, type[Pass]] = LazyRegistry({
     "inc-static": "modelpress.optimizers.inc:IncStatic",
     "inc-dynamic": "modelpress.optimizers.inc:IncDynamic",
     "inc-tune": "modelpress.optimizers.inc:IncTune",
+    # input_kind "torch": they change the PyTorch model, before export
+    "prune-unstructured": "modelpress.optimizers.pytorch.pruning:UnstructuredPrune",
+    "prune-nm": "modelpress.optimizers.pytorch.pruning:NMPrune",
+    "prune-structured": "modelpress.optimizers.pytorch.pruning:StructuredPrune",
+    "lowrank": "modelpress.optimizers.pytorch.lowrank:LowRank",
 })
 register_pass = PASSES.register  # type: ignore[attr-defined]
 

@@ -186,9 +186,9 @@ def exclusion_search(ctx: RepairContext, make: Callable[[list[str]], Any], ranki
 def quantized_ops(path: str | Path) -> dict[str, int]:
     """Quantized ops already in a model (QLinearConv, DequantizeLinear on int8 weights, MatMulNBits, ...)."""
     from modelpress.onnxutil import op_counts
-    from modelpress.optimizers.ort_quant import QUANTIZED_OPS
+    from modelpress.ops import has
 
-    return {k: v for k, v in op_counts(path).items() if k in QUANTIZED_OPS and k != "DynamicQuantizeLinear"}
+    return {k: v for k, v in op_counts(path).items() if has(k, "quantized") and k != "DynamicQuantizeLinear"}
 
 
 def refuse_if_quantized(path: Path, technique: str) -> None:

@@ -84,11 +84,13 @@ class _WeightOnly(Pass):
 
 class Int4Weight(_WeightOnly):
     name = "int4-weight"
+    primary_option = "block_size"
     summary = "weight-only INT4 for MatMuls (MatMulNBits; RTN, HQQ or GPTQ), block-wise scales"
     bits = 4
 
 
 class Int8Weight(_WeightOnly):
     name = "int8-weight"
+    primary_option = "block_size"
     summary = "weight-only INT8 for MatMuls (MatMulNBits; RTN or GPTQ), block-wise scales"
     bits = 8

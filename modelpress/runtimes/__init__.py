@@ -29,10 +29,24 @@ def get_runner(name: str) -> type[Runner]:
     return cls
 
 
-def create_runner(name: str, model_path, options: RunnerOptions | None = None) -> Runner:
+def create_runner(name: str, model_path, options: RunnerOptions | Mapping | None = None) -> Runner:
+    """A runner for `model_path` on runtime `name`; `options` is that runtime's options object or a mapping of
+    its options (checked: an unknown key or bad value is one line)."""
     return get_runner(name)(model_path, options)
+
+
+def runtime_versions() -> dict[str, str]:
+    """Version of every installed runtime, by the package that provides it (reports and bundles record it)."""
+    out: dict[str, str] = {}
+    for name in RUNNERS:
+        cls = RUNNERS[name]
+        v = cls.version()
+        if v is not None:
+            out.setdefault(cls.package, v)
+    return out
 
 
 __all__ = [
     "GRAPH_OPT_LEVELS", "RUNNERS", "Runner", "RunnerOptions", "TensorSpec", "create_runner", "get_runner", "register_runner",
+    "runtime_versions",
 ]

@@ -7,7 +7,7 @@ and parity checks never care which runtime sits underneath.
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -33,12 +33,11 @@ GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 @dataclass
 class RunnerOptions:
-    """Knobs every runner understands; a runner ignores what it has no equivalent for."""
+    """The knobs every runtime has (an edge profile's thread counts). Each runtime's own knobs live in its
+    subclass, named by the runner's `options_cls` and built from a recipe's `runtime_options` by make_config."""
 
     intra_op_threads: int = 0  # 0 = the runtime's default (all cores)
     inter_op_threads: int = 0
-    graph_optimization: str = "all"
-    profile_ops_prefix: str | None = None  # set to collect a per-op trace
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,19 +54,41 @@ class Runner(abc.ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    options_cls: ClassVar[type[RunnerOptions]] = RunnerOptions
+    package: ClassVar[str] = ""  # the Python package that provides the runtime (its version goes into reports)
     supports_op_profile: ClassVar[bool] = False
     fast_fp16: ClassVar[bool] = False
     artifact_suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
 
-    def __init__(self, model_path: str | Path, options: RunnerOptions | None = None) -> None:
+    def __init__(self, model_path: str | Path, options: RunnerOptions | Mapping[str, Any] | None = None) -> None:
         self.model_path = Path(model_path)
-        self.options = options or RunnerOptions()
+        self.options = self.make_options(options)
         self._loaded = False
+
+    @classmethod
+    def make_options(cls, options: RunnerOptions | Mapping[str, Any] | None = None, **common: Any) -> RunnerOptions:
+        """This runtime's options from a mapping (a recipe's `runtime_options`, checked: unknown key or bad value
+        is one line), or from the common knobs of another runtime's options object."""
+        from modelpress.config import make_config
+
+        if isinstance(options, cls.options_cls):
+            return options
+        values: dict[str, Any] = dict(common)
+        if isinstance(options, RunnerOptions):  # e.g. plain RunnerOptions(threads): keep what this runtime has
+            values.update({k: v for k, v in asdict(options).items() if k in {f.name for f in fields(cls.options_cls)}})
+        elif options:
+            values.update(options)
+        return make_config(cls.options_cls, values, f"runtime {cls.name}")
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         """(usable here?, why not). Lets the CLI say *why* a runtime cannot be used."""
         return True, ""
+
+    @classmethod
+    def version(cls) -> str | None:
+        """The runtime's version (reports and bundles record it); None where it is not installed."""
+        return None
 
     def load(self) -> None:
         if self._loaded:
@@ -117,9 +138,18 @@ class Runner(abc.ABC):
     def close_impl(self) -> None:  # noqa: B027 - optional for runners holding nothing
         pass
 
-    def end_profiling(self) -> str | None:
-        """The per-op trace's path (runners with `supports_op_profile` and options.profile_ops_prefix)."""
-        return None
+    def op_breakdown(self, feeds: list[Mapping[str, np.ndarray]], iterations: int) -> dict[str, float]:
+        """Share of kernel time per op type over `iterations` calls, from the runtime's own profiler (runners
+        that declare `supports_op_profile`; a separate, untimed session). Sorted, largest share first."""
+        if not self.supports_op_profile:
+            raise NotImplementedError(f"{self.name} has no per-op profiler")
+        totals = self.op_times_impl(feeds, iterations)
+        all_us = sum(totals.values()) or 1.0
+        return {k: round(v / all_us, 4) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+    def op_times_impl(self, feeds: list[Mapping[str, np.ndarray]], iterations: int) -> dict[str, float]:
+        """Kernel time per op type (any unit) for runners with `supports_op_profile`."""
+        raise NotImplementedError
 
     @property
     @abc.abstractmethod

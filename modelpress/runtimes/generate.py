@@ -16,7 +16,7 @@ import numpy as np
 
 from modelpress.errors import ModelpressError
 from modelpress.errors import first_line
-from modelpress.runtimes.ort import _ORT_DTYPES, OrtCpuRunner
+from modelpress.runtimes.ort import ORT_DTYPES, OrtCpuRunner
 
 
 @dataclass
@@ -71,7 +71,7 @@ class OnnxCausalLM:
         for name in self.past:
             i = self.inputs[name]
             shape = [batch if k == 0 else (0 if not isinstance(d, int) else d) for k, d in enumerate(i.shape)]
-            feeds[name] = np.zeros(shape, dtype=_ORT_DTYPES.get(i.type, "float32"))
+            feeds[name] = np.zeros(shape, dtype=ORT_DTYPES.get(i.type, "float32"))
         return feeds
 
     def forward(self, ids: np.ndarray, past: dict[str, np.ndarray], past_len: int) -> tuple[np.ndarray, dict]:

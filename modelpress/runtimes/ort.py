@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
 
 from modelpress.errors import ModelpressError, first_line
 from modelpress.onnxutil import check_onnx_file
-from modelpress.runtimes.base import Runner, TensorSpec
+from modelpress.runtimes.base import Runner, RunnerOptions, TensorSpec
 
-_ORT_DTYPES = {
+ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
     "tensor(double)": "float64",
@@ -25,14 +30,37 @@ _ORT_DTYPES = {
 
 def _spec(arg: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else (d or None) for d in arg.shape)
-    return TensorSpec(arg.name, _ORT_DTYPES.get(arg.type, arg.type), shape)
+    return TensorSpec(arg.name, ORT_DTYPES.get(arg.type, arg.type), shape)
+
+
+@dataclass
+class OrtOptions(RunnerOptions):
+    """ONNX Runtime's own knobs (recipe: `profile: {runtime_options: {graph_optimization: basic}}`)."""
+
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+
+
+@dataclass
+class OrtGpuOptions(OrtOptions):
+    device_id: int = 0
+
+
+@dataclass
+class OrtTensorrtOptions(OrtGpuOptions):
+    fp16: bool = True
+    int8: bool = False
+    int8_calibration_table: str | None = None  # a table written by `modelpress calibrate --format tensorrt`
+    engine_cache_dir: str = ".modelpress-trt-cache"
+    timing_cache: bool = True
 
 
 class OrtRunner(Runner):
-    """An `onnxruntime.InferenceSession` with a fixed provider list."""
+    """An `onnxruntime.InferenceSession`; the provider list comes from the options (`providers()`)."""
 
-    providers: ClassVar[list[Any]] = ["CPUExecutionProvider"]
+    options_cls = OrtOptions
+    package = "onnxruntime"
     supports_op_profile = True
+    provider_names: ClassVar[tuple[str, ...]] = ("CPUExecutionProvider",)
 
     def __init__(self, model_path: str | Path, options=None) -> None:
         super().__init__(model_path, options)
@@ -43,12 +71,23 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         have = ort.get_available_providers()
-        first = cls.providers[0] if isinstance(cls.providers[0], str) else cls.providers[0][0]
-        if first not in have:
-            return False, f"{first} is not in this onnxruntime build (has: {', '.join(have)})"
+        if cls.provider_names[0] not in have:
+            return False, f"{cls.provider_names[0]} is not in this onnxruntime build (has: {', '.join(have)})"
         return True, ""
 
-    def session_options(self):
+    @classmethod
+    def version(cls) -> str | None:
+        try:
+            import onnxruntime
+        except ImportError:
+            return None
+        return onnxruntime.__version__
+
+    def providers(self) -> list[Any]:
+        """The providers with their options, in priority order."""
+        return list(self.provider_names)
+
+    def session_options(self, profile_prefix: str | None = None):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -56,21 +95,38 @@ class OrtRunner(Runner):
         so.inter_op_num_threads = self.options.inter_op_threads
         so.graph_optimization_level = graph_opt_level(self.options.graph_optimization)
         so.log_severity_level = 3  # errors only: warnings go to our report, not the terminal
-        if self.options.profile_ops_prefix:
+        if profile_prefix:
             so.enable_profiling = True
-            so.profile_file_prefix = self.options.profile_ops_prefix
+            so.profile_file_prefix = profile_prefix
         return so
 
-    def load_impl(self) -> None:
+    def _new_session(self, profile_prefix: str | None = None):
         import onnxruntime as ort
 
-        check_onnx_file(self.model_path)
         try:
-            self._session = ort.InferenceSession(
-                str(self.model_path), sess_options=self.session_options(), providers=self.providers
-            )
+            return ort.InferenceSession(str(self.model_path), sess_options=self.session_options(profile_prefix),
+                                        providers=self.providers())
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/...: all mean "this model won't load"
             raise ModelpressError(f"onnxruntime cannot load {self.model_path}: {first_line(e)}") from e
+
+    def load_impl(self) -> None:
+        check_onnx_file(self.model_path)
+        self._session = self._new_session()
+
+    def op_times_impl(self, feeds: list[Mapping[str, np.ndarray]], iterations: int) -> dict[str, float]:
+        """Microseconds per op type from ONNX Runtime's own profiler, in a second session (profiling slows the
+        timed one)."""
+        with tempfile.TemporaryDirectory(prefix="modelpress-ops-") as tmp:
+            sess = self._new_session(os.path.join(tmp, "ops"))
+            for i in range(iterations):
+                sess.run(None, dict(feeds[i % len(feeds)]))
+            trace = sess.end_profiling()
+            totals: dict[str, float] = defaultdict(float)
+            with open(trace) as f:
+                for ev in json.load(f):
+                    if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+                        totals[ev.get("args", {}).get("op_name", "?")] += ev.get("dur", 0)
+        return dict(totals)
 
     @property
     def session(self):
@@ -84,10 +140,6 @@ class OrtRunner(Runner):
         except Exception as e:
             raise ModelpressError(f"inference failed on {self.model_path.name}: {first_line(e)}") from e
         return {o.name: v for o, v in zip(self.session.get_outputs(), outs)}
-
-    def end_profiling(self) -> str | None:
-        """Stop the per-op trace and return its JSON path (only with profile_ops_prefix)."""
-        return self.session.end_profiling() if self.options.profile_ops_prefix else None
 
     def close_impl(self) -> None:
         self._session = None
@@ -115,23 +167,34 @@ def graph_opt_level(name: str):
 class OrtCpuRunner(OrtRunner):
     name = "ort-cpu"
     description = "ONNX Runtime, CPU execution provider"
-    providers = ["CPUExecutionProvider"]
 
 
 class OrtCudaRunner(OrtRunner):
     name = "ort-cuda"
     fast_fp16 = True
     description = "ONNX Runtime, CUDA execution provider (needs onnxruntime-gpu and an NVIDIA GPU)"
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    options_cls = OrtGpuOptions
+    provider_names = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+    def providers(self) -> list[Any]:
+        return [("CUDAExecutionProvider", {"device_id": self.options.device_id}), "CPUExecutionProvider"]
 
 
 class OrtTensorrtRunner(OrtRunner):
     name = "ort-tensorrt"
     fast_fp16 = True
     description = "ONNX Runtime, TensorRT execution provider with FP16 and an engine cache (needs onnxruntime-gpu + TensorRT)"
-    providers = [
-        ("TensorrtExecutionProvider", {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
-                                       "trt_engine_cache_path": ".modelpress-trt-cache"}),
-        "CUDAExecutionProvider",
-        "CPUExecutionProvider",
-    ]
+    options_cls = OrtTensorrtOptions
+    provider_names = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+    def providers(self) -> list[Any]:
+        """TensorRT EP options as onnxruntime documents them (trt_* keys), CUDA then CPU for what TensorRT
+        does not take."""
+        o = self.options
+        trt: dict[str, Any] = {"device_id": o.device_id, "trt_fp16_enable": o.fp16, "trt_int8_enable": o.int8,
+                               "trt_engine_cache_enable": True, "trt_engine_cache_path": o.engine_cache_dir,
+                               "trt_timing_cache_enable": o.timing_cache}
+        if o.int8_calibration_table:
+            trt["trt_int8_calibration_table_name"] = o.int8_calibration_table
+        return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", {"device_id": o.device_id}),
+                "CPUExecutionProvider"]

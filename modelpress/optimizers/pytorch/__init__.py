@@ -1,7 +1,7 @@
 """PyTorch-side techniques: they change the network itself (pruning, low-rank), so they run before export.
 
-Same shape as the ONNX passes: each is a `TorchPass` class (one line in `TORCH_PASSES`) with a typed
-dataclass config, so a chain such as `[prune-structured, static-int8]` can be
+The same `Pass` hierarchy and registry as the ONNX passes (modelpress.optimizers.registry): each is a
+`TorchPass` (input_kind "torch") with a typed dataclass config, so a chain such as `[prune-structured, static-int8]` can be
 recorded in a recipe and replayed. `compress_model` applies the steps, optionally
 fine-tunes once (masks stay in place while training), then makes every change
 permanent; `compress_and_export` then hands the result to the verified exporter.
@@ -9,63 +9,43 @@ permanent; `compress_and_export` then hands the result to the verified exporter.
 
 from __future__ import annotations
 
-import abc
 import copy
 import dataclasses
 import importlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
-from modelpress.optimizers.base import PassConfig, make_config
-from modelpress.registry import LazyRegistry
-
-# name -> "module:Class", imported on first use: the package never imports its technique modules at import time
-TORCH_PASSES: Mapping[str, type["TorchPass"]] = LazyRegistry({
-    "prune-unstructured": "modelpress.optimizers.pytorch.pruning:UnstructuredPrune",
-    "prune-nm": "modelpress.optimizers.pytorch.pruning:NMPrune",
-    "prune-structured": "modelpress.optimizers.pytorch.pruning:StructuredPrune",
-    "lowrank": "modelpress.optimizers.pytorch.lowrank:LowRank",
-})
-register_torch_pass = TORCH_PASSES.register  # type: ignore[attr-defined]
+from modelpress.optimizers.base import Pass, PassResult
 
 
 def is_torch_technique(name: str) -> bool:
-    return name in TORCH_PASSES
+    """True for a registered technique that changes the PyTorch model (it runs before export)."""
+    from modelpress.optimizers.registry import PASSES
+
+    return name in PASSES and PASSES[name].input_kind == "torch"
 
 
 def build_torch_pass(name: str, options: dict[str, Any] | None = None) -> "TorchPass":
-    if name not in TORCH_PASSES:
-        raise ModelpressError(f"unknown PyTorch technique {str(name)[:60]!r}; known: {', '.join(sorted(TORCH_PASSES))}")
-    cls = TORCH_PASSES[name]
-    return cls(make_config(cls.config_cls, options or {}, name))
+    """build_pass, refusing ONNX techniques (a compress command takes PyTorch techniques only)."""
+    from modelpress.optimizers.registry import PASSES, build_pass
+
+    if name in PASSES and not is_torch_technique(name):
+        known = ", ".join(sorted(n for n in PASSES if is_torch_technique(n)))
+        raise ModelpressError(f"{str(name)[:60]!r} works on ONNX models, not on the PyTorch model; PyTorch "
+                              f"techniques: {known}")
+    return build_pass(name, options)  # type: ignore[return-value]
 
 
-@dataclass
-class TorchPassResult:
-    technique: str
-    config: dict[str, Any]
-    layers: list[dict[str, Any]] = field(default_factory=list)  # what changed, per layer
-    notes: list[str] = field(default_factory=list)
+class TorchPass(Pass):
+    """A pass over the PyTorch module (input_kind "torch"): `apply`, then `finalize` after any fine-tuning."""
 
+    input_kind = "torch"
 
-class TorchPass(abc.ABC):
-    name: ClassVar[str]
-    summary: ClassVar[str]
-    config_cls: ClassVar[type[PassConfig]] = PassConfig
-
-    def __init__(self, config: PassConfig | None = None) -> None:
-        self.config = config or self.config_cls()
-
-    @abc.abstractmethod
-    def apply(self, model, example: tuple) -> tuple[Any, TorchPassResult]:
-        """Change `model` (in place or by returning a new one). Masks may stay until `finalize`."""
-
-    def finalize(self, model) -> None:
-        """Make the change permanent (e.g. fold pruning masks into the weights). Default: nothing to do."""
+    def apply(self, model, example: tuple) -> tuple[Any, PassResult]:
+        raise NotImplementedError
 
     def selected_layers(self, model) -> list[tuple[str, Any]]:
         """The layers this pass may touch, from its config's `exclude` and `keep_last`."""
@@ -190,7 +170,7 @@ def train_data_from_source(source: str) -> Dataset | None:
 
 @dataclass
 class CompressResult:
-    steps: list[TorchPassResult]
+    steps: list[PassResult]
     params_before: int
     params_after: int
     nonzero_after: int
@@ -249,5 +229,5 @@ def compress_and_export(source: str, output: str | Path, steps: list[tuple[str, 
     return result, exported
 
 
-__all__ = ["TORCH_PASSES", "CompressResult", "FinetuneConfig", "TorchPass", "TorchPassResult", "build_torch_pass",
-           "compress_and_export", "compress_model", "is_torch_technique", "register_torch_pass"]
+__all__ = ["CompressResult", "FinetuneConfig", "TorchPass", "build_torch_pass", "compress_and_export", "compress_model",
+           "is_torch_technique"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from modelpress.errors import ModelpressError
-from modelpress.optimizers.base import PassConfig
-from modelpress.optimizers.pytorch import TorchPass, TorchPassResult, check_fraction
+from modelpress.optimizers.base import PassConfig, PassResult
+from modelpress.optimizers.pytorch import TorchPass, check_fraction
 
 
 @dataclass
@@ -38,6 +38,7 @@ def _set_module(model, name: str, new) -> None:
 
 class LowRank(TorchPass):
     name = "lowrank"
+    primary_option = "energy"
     summary = "SVD factorization of Linear and 1x1 Conv layers by energy threshold or rank ratio"
     config_cls = LowRankConfig
 
@@ -86,4 +87,4 @@ class LowRank(TorchPass):
             report.append({**entry, "factorized": True, "params": f"{in_f * out_f} -> {r * (in_f + out_f)}"})
         notes = [] if any(e.get("factorized") for e in report) else \
             ["no layer was factorized: every candidate's low-rank pair would be as large as the original"]
-        return model, TorchPassResult(self.name, cfg.to_dict(), report, notes)
+        return model, PassResult(self.name, cfg.to_dict(), layers=report, notes=notes)

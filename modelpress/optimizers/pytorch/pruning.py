@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from modelpress.errors import ModelpressError
-from modelpress.optimizers.base import PassConfig
-from modelpress.optimizers.pytorch import (
-    TorchPass, TorchPassResult, check_fraction, weighted_layers,
-)
+from modelpress.optimizers.base import PassConfig, PassResult
+from modelpress.optimizers.pytorch import TorchPass, check_fraction, weighted_layers
 
 
 def _sparsity(t) -> float:
@@ -61,6 +59,7 @@ class _MaskPrune(TorchPass):
 
 class UnstructuredPrune(_MaskPrune):
     name = "prune-unstructured"
+    primary_option = "sparsity"
     summary = "magnitude pruning of single weights (torch.nn.utils.prune); the ONNX stays dense"
     config_cls = UnstructuredConfig
 
@@ -77,9 +76,9 @@ class UnstructuredPrune(_MaskPrune):
                 prune.l1_unstructured(m, "weight", amount=cfg.sparsity)
         total = sum(m.weight.numel() for _, m in layers)
         zeros = sum(int((m.weight == 0).sum()) for _, m in layers)
-        return model, TorchPassResult(self.name, cfg.to_dict(), _mask_report(layers),
-                                      [f"{zeros / total:.1%} of the pruned layers' weights are zero; the exported "
-                                       "ONNX is dense (same size and FLOPs), so only compressed size can drop"])
+        return model, PassResult(self.name, cfg.to_dict(), layers=_mask_report(layers),
+                                 notes=[f"{zeros / total:.1%} of the pruned layers' weights are zero; the exported "
+                                        "ONNX is dense (same size and FLOPs), so only compressed size can drop"])
 
 
 @dataclass
@@ -139,7 +138,7 @@ class NMPrune(_MaskPrune):
                  "CPU ONNX Runtime has no N:M kernels, so the gain needs sparse tensor cores"]
         if skipped:
             notes.append(f"left dense ({len(skipped)} layers the pattern cannot fit): {', '.join(skipped)}")
-        return model, TorchPassResult(self.name, cfg.to_dict(), _mask_report(layers), notes)
+        return model, PassResult(self.name, cfg.to_dict(), layers=_mask_report(layers), notes=notes)
 
 
 @dataclass
@@ -158,6 +157,7 @@ class StructuredConfig(PassConfig):
 
 class StructuredPrune(TorchPass):
     name = "prune-structured"
+    primary_option = "sparsity"
     summary = "remove whole channels, dependency-aware (torch-pruning): a smaller, faster dense graph"
     config_cls = StructuredConfig
 
@@ -197,4 +197,4 @@ class StructuredPrune(TorchPass):
                 continue
             layers.append({"layer": n, "type": kind, "shape_before": shape, "shape": list(m.weight.shape),
                            "out_channels": f"{shape[0]} -> {m.weight.shape[0]}"})
-        return model, TorchPassResult(self.name, cfg.to_dict(), layers)
+        return model, PassResult(self.name, cfg.to_dict(), layers=layers)
