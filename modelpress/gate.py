@@ -50,6 +50,7 @@ class GateResult:
     # the limits as given, with their units: {"max_latency_regression": "5%", "max_accuracy_drop": "0.5pt" | "1%"}
     limits: dict[str, str] = field(default_factory=dict)
     runtime: str = "ort-cpu"  # both models were profiled and evaluated here
+    target: dict[str, Any] | None = None  # --target: the device's agent that measured latency (accuracy: here)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,13 +84,14 @@ def _accuracy(model: Path, manifest: dict | None, data, runtime: str) -> tuple[f
 def gate(new: str | Path, baseline: str | Path, *, max_latency_regression: float | str = 0.05,
          max_accuracy_drop: float | str | None = None, max_accuracy_drop_pt: float | None = None,
          profile: str = "edge-1core", rounds: int = 5, iterations: int = 200,
-         data_file: str | Path | None = None, runtime: str = "ort-cpu") -> GateResult:
+         data_file: str | Path | None = None, runtime: str = "ort-cpu", remote: Any = None) -> GateResult:
     """Profile NEW and BASELINE interleaved and judge NEW against the limits.
 
     `max_latency_regression`: '5%' or a fraction (0.05). `max_accuracy_drop`: '0.5pt', '1%' (of the baseline's
     top-1) or a bare number of points; or, as before, `max_accuracy_drop_pt` in points. Default 0.5 pt.
     Both models are profiled and evaluated on `runtime` (any registered runtime: modelpress.runtimes).
-    Every limit is checked, and the data loaded, before any model is opened or profiled."""
+    Every limit is checked, and the data loaded, before any model is opened or profiled. `remote` (a
+    modelpress.agent.client.RemoteRounds) measures the rounds on a device's agent instead of here."""
     from modelpress.benchmarks.presets import resolve_profile
     from modelpress.benchmarks.profiler import ProfileConfig, profile_model
     from modelpress.bundle import open_model, signature
@@ -102,13 +104,15 @@ def gate(new: str | Path, baseline: str | Path, *, max_latency_regression: float
     lat_limit, acc_limit, acc_relative = parse_limits(max_latency_regression, max_accuracy_drop)
     limits = {"max_latency_regression": format_percent(lat_limit),
               "max_accuracy_drop": format_accuracy_budget(acc_limit, acc_relative)}
-    prof = resolve_profile(profile)
-    cfg = ProfileConfig(iterations=iterations, warmup=20, runner=runtime)
-    cfg.check()  # an unknown or unusable runtime fails here, before any model is opened
+    prof = resolve_profile(profile) if remote is None else None  # on a device, its agent resolves the preset
+    prof_name = prof.name if prof is not None else profile
     for label, value, top in (("--rounds", rounds, 100), ("--iterations", iterations, None)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (top is not None and value > top):
             raise ModelpressError(f"{label} must be a whole number from 1 to {top}, got {short(value)}" if top else
                                   f"{label} must be a whole number >= 1, got {short(value)}")
+    cfg = ProfileConfig(iterations=iterations, warmup=20, runner=runtime)
+    if remote is None:
+        cfg.check()  # an unknown or unusable runtime fails here, before any model is opened
     for label, path in (("NEW", new), ("--baseline", baseline)):
         if not Path(path).exists():
             raise ModelpressError(f"no such model or bundle ({label}): {path}")
@@ -124,8 +128,8 @@ def gate(new: str | Path, baseline: str | Path, *, max_latency_regression: float
             raise ModelpressError(clip(f"the new model's I/O signature differs from the baseline's "
                                        f"({'; '.join(diff)}): not comparable", 600))
         inputs = data.take(64) if data is not None else None
-        pairs = []
-        for _ in range(rounds):  # interleaved: drift affects both equally
+        pairs = [] if remote is None else remote.pairs(old_model, new_model, profile, cfg, inputs, rounds)
+        for _ in range(rounds if remote is None else 0):  # interleaved: drift affects both equally
             o = profile_model(old_model, prof, cfg, data=inputs).stats.p50_ms
             n = profile_model(new_model, prof, cfg, data=inputs).stats.p50_ms
             pairs.append((round(o, 4), round(n, 4)))
@@ -136,7 +140,7 @@ def gate(new: str | Path, baseline: str | Path, *, max_latency_regression: float
         acc_new, src_new = _accuracy(new_model, new_manifest, data, runtime)
     reasons = []
     if change > lat_limit:
-        reasons.append(f"latency regressed {change:+.1%} on {prof.name} (limit +{lat_limit:.1%})")
+        reasons.append(f"latency regressed {change:+.1%} on {prof_name} (limit +{lat_limit:.1%})")
     drop = None
     limit_pt = None if acc_relative else round(acc_limit * 100, 6)
     if acc_relative and acc_old is not None:
@@ -149,5 +153,6 @@ def gate(new: str | Path, baseline: str | Path, *, max_latency_regression: float
                 stated = f"{describe_accuracy_budget(acc_limit, True, BASELINE)} = {stated}"
             reasons.append(f"top-1 dropped {drop:.2f} pt (limit {stated})")
     source = src_new if src_new == src_old else f"baseline {src_old}, new {src_new}"
-    return GateResult(not reasons, prof.name, rounds, round(old_p50, 4), round(new_p50, 4), round(change, 4),
-                      lat_limit, acc_old, acc_new, drop, limit_pt, source, reasons, pairs, limits, runtime)
+    return GateResult(not reasons, prof_name, rounds, round(old_p50, 4), round(new_p50, 4), round(change, 4),
+                      lat_limit, acc_old, acc_new, drop, limit_pt, source, reasons, pairs, limits, runtime,
+                      None if remote is None else remote.target)

@@ -10,13 +10,25 @@ from functools import lru_cache
 _FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
-@lru_cache(maxsize=1)
 def _runtime_versions() -> dict[str, str]:
     from modelpress.runtimes import runtime_versions
 
     return runtime_versions()
 
 
+def vm_mib(field: str) -> float:
+    """VmRSS / VmHWM of this process in MiB (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+@lru_cache(maxsize=1)
 def describe() -> dict:
     cpu, flags = platform.processor() or platform.machine(), set()
     try:

@@ -173,3 +173,20 @@ def load_recipe(path: str | Path, *, allow_outside: bool = False) -> Recipe:
             raise ModelpressError(f"{_where(top['min_fidelity'][1], path)}: {e}") from None
         floor = "none" if parsed is None else str(parsed)
     return Recipe(resolve(doc["model"]), output, steps, resolve(doc.get("calib") or None), floor)
+
+
+def run_recipe(rec: Recipe, *, min_fidelity: str | None = None, data: Any = None,
+               keep_best: bool = False) -> tuple[list[Any], Recipe]:
+    """Run an optimize recipe (its chain on its model, validated against it) and return the step results and the
+    recipe as run: every option spelled out and the floor used (`min_fidelity` overrides the recipe's own)."""
+    from modelpress.data import load_npz
+    from modelpress.optimizers import optimize_chain
+    from modelpress.validate import FidelityFloor
+
+    floor = FidelityFloor.parse(min_fidelity if min_fidelity is not None else rec.min_fidelity)
+    steps = [(s.technique, s.options) for s in rec.steps]
+    results = optimize_chain(rec.model, rec.output, steps, load_npz(rec.calib) if rec.calib else None,
+                             min_fidelity=floor, data=data, keep_best=keep_best)
+    ran = Recipe(rec.model, rec.output, [Step(r.technique, r.config) for r in results], rec.calib,
+                 "none" if floor is None else str(floor))
+    return results, ran

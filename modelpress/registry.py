@@ -29,3 +29,10 @@ class LazyRegistry(Mapping):
         """Add a class defined outside modelpress (a plugin) under its `name`."""
         self._entries[cls.name] = f"{cls.__module__}:{cls.__qualname__}"
         return cls
+
+    def path(self, name: str) -> str:
+        """"module:Class" of `name`: a child process (the profiler's) registers a plugin from it."""
+        return self._entries[name]
+
+    def register_path(self, name: str, path: str) -> None:
+        self._entries.setdefault(name, path)

@@ -124,3 +124,32 @@ def test_study_on_openvino_measures_accuracy_and_latency_there(tmp_path, tiny_on
     assert rep["variants"][1]["validation"]["runtime"] == "openvino"
     ops = rep["variants"][1]["latency"]["edge-1core"]["op_breakdown"]  # the plugin's own counters, by layer type
     assert ops and abs(sum(ops.values()) - 1) < 0.01
+
+
+def test_a_new_runtime_is_one_class_and_one_registration(tmp_path, tiny_onnx, tiny_data, tiny_npz):
+    """A runtime registered from outside modelpress (tests/plugin_runtime.py: one class, one register call) is
+    usable at once by every path that takes a runtime: evaluate, profile (in its child process), the validator,
+    bundle verify and gate."""
+    import tests.plugin_runtime  # noqa: F401 - registers "test-plain-ort"
+    from modelpress.benchmarks.evaluate import evaluate
+    from modelpress.benchmarks.presets import resolve_profile
+    from modelpress.benchmarks.profiler import ProfileConfig, profile_model
+    from modelpress.bundle import package, verify
+    from modelpress.gate import gate
+    from modelpress.optimizers import optimize
+
+    name = "test-plain-ort"
+    assert name in RUNNERS
+    metrics, _ = evaluate(tiny_onnx, tiny_data, runtime=name)
+    assert metrics.top1 is not None
+    res = profile_model(tiny_onnx, resolve_profile("edge-1core"),
+                        ProfileConfig(iterations=3, warmup=1, runner=name, op_breakdown=True), data=tiny_data.take(4))
+    assert res.runner == name and res.op_breakdown  # ORT's profiler, inherited and declared
+    out = tmp_path / "q.onnx"
+    r = optimize(tiny_onnx, out, "dynamic-int8", runtime=name, data=tiny_data.take(16))
+    assert r.validation["runtime"] == name
+    bundle = tmp_path / "q.mpk"
+    package(out, bundle)
+    assert verify(bundle, runtime=name)["runtime"] == name
+    verdict = gate(bundle, tiny_onnx, rounds=1, iterations=3, runtime=name, max_latency_regression="1000%")
+    assert verdict.runtime == name

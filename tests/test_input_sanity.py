@@ -83,7 +83,7 @@ def test_billion_laughs_is_refused_fast(folder):
 
 @pytest.mark.parametrize("loader", ["study", "optimize"])
 def test_bombs_refused_by_the_library(folder, loader):
-    from modelpress.pipeline import load_study_recipe
+    from modelpress.study import load_study_recipe
 
     load = load_study_recipe if loader == "study" else load_recipe
     base = STUDY if loader == "study" else OPTIMIZE
@@ -136,7 +136,7 @@ def test_technique_value_form_is_bounded_too(tmp_path, tiny_npz):
     (tmp_path / "data.npz").write_bytes(tiny_npz.read_bytes())
     text = STUDY.replace("model: fp32.onnx", "source: tests.factories:tiny_cnn").replace(
         "[dynamic-int8]", '["prune-structured:' + inner + '}"]')
-    from modelpress.pipeline import load_study_recipe
+    from modelpress.study import load_study_recipe
 
     with pytest.raises(ModelpressError) as e:
         load_study_recipe(_write(tmp_path, text))
@@ -157,7 +157,7 @@ def test_short():
 
 @pytest.mark.parametrize("output", ["../escaped", "../../somewhere/else", "sub/../../escaped", "ABS"])
 def test_study_output_outside_the_folder_is_refused(folder, output):
-    from modelpress.pipeline import load_study_recipe
+    from modelpress.study import load_study_recipe
 
     sub = folder / "recipes"
     sub.mkdir()
@@ -175,7 +175,7 @@ def test_study_output_outside_the_folder_is_refused(folder, output):
 
 
 def test_study_output_inside_the_folder_is_fine(folder):
-    from modelpress.pipeline import load_study_recipe
+    from modelpress.study import load_study_recipe
 
     for out, want in [("out", folder / "out"), ("a/../out", folder / "out"), (".", folder)]:
         rec = load_study_recipe(_write(folder, STUDY.replace("output: out", f"output: {out}")))
@@ -443,7 +443,7 @@ def _mutated(base: str) -> st.SearchStrategy[str]:
 @HYPO
 @given(st.one_of(_mutated(STUDY), st.dictionaries(_study_keys, _values, max_size=8).map(yaml.safe_dump)))
 def test_generated_study_recipes_raise_only_modelpress_errors(study_folder, text):
-    from modelpress.pipeline import load_study_recipe
+    from modelpress.study import load_study_recipe
 
     path = study_folder / "r.yaml"
     path.write_text(text)

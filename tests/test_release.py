@@ -218,7 +218,7 @@ def test_gate_passes_same_model_and_fails_slower_one(tmp_path, tiny_onnx):
 
 
 def test_example_recipe_parses(tmp_path, tiny_npz):
-    from modelpress.pipeline import load_study_recipe
+    from modelpress.study import load_study_recipe
 
     (tmp_path / "examples").mkdir()
     (tmp_path / "modelpress-demo").mkdir()

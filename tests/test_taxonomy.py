@@ -624,7 +624,7 @@ _sel_values = st.one_of(_budget_any, _json)
 def test_study_recipe_selection_raises_only_modelpress_errors(study_folder):
     """selection: max_accuracy_drop with and without units, relative, objective, profile, weights: only
     ModelpressError, and what loads states its unit (relative: true/false) with a fraction in [0, 1]."""
-    from modelpress.pipeline import load_study_recipe
+    from modelpress.study import load_study_recipe
 
     @MANY
     @given(st.dictionaries(st.sampled_from(["max_accuracy_drop", "relative", "objective", "profile", "weights",
@@ -644,8 +644,8 @@ def test_study_recipe_selection_raises_only_modelpress_errors(study_folder):
             assert "\n" not in str(e) and len(str(e)) < 1000, str(e)
         else:
             sel = rec.selection
-            assert isinstance(sel["relative"], bool)
-            assert 0 <= sel["max_accuracy_drop"] <= 1 and not isinstance(sel["max_accuracy_drop"], bool)
+            assert isinstance(sel.relative, bool)
+            assert 0 <= sel.max_accuracy_drop <= 1 and not isinstance(sel.max_accuracy_drop, bool)
         assert _snapshot(study_folder) == before
 
     prop()
@@ -682,7 +682,7 @@ def test_optimize_recipe_options_raise_only_modelpress_errors(study_folder):
 
 
 def test_recipe_loaders_on_random_files(study_folder):
-    from modelpress.pipeline import load_study_recipe
+    from modelpress.study import load_study_recipe
     from modelpress.recipe import load_recipe
 
     @HYPO
@@ -739,14 +739,14 @@ def test_percent_refuses_what_it_would_have_to_guess(text, needle):
 
 
 def test_study_recipe_budget_units_and_the_recipe_as_run(study_folder):
-    from modelpress.pipeline import load_study_recipe
+    from modelpress.study import load_study_recipe
 
     for text, want in [("0.5pt", (0.005, False)), ("'1%'", (0.01, True)), ("0.01", (0.01, False)),
                        ("{max_accuracy_drop: 0.02, relative: true}", (0.02, True))]:
         sel = text if text.startswith("{") else f"{{max_accuracy_drop: {text}}}"
         (study_folder / "u.yaml").write_text(STUDY + f"selection: {sel}\n")
         rec = load_study_recipe(study_folder / "u.yaml")
-        assert (rec.selection["max_accuracy_drop"], rec.selection["relative"]) == want, text
+        assert (rec.selection.max_accuracy_drop, rec.selection.relative) == want, text
         # the recipe as run states the unit ('0.5pt' or '1%') and relative true/false, and reads back the same
         from modelpress.units import parse_accuracy_budget
 
@@ -756,7 +756,7 @@ def test_study_recipe_budget_units_and_the_recipe_as_run(study_folder):
         assert str(ran["selection"]["max_accuracy_drop"]).endswith(("pt", "%"))
         (study_folder / "again.yaml").write_text(rec.to_yaml(study_folder))
         again = load_study_recipe(study_folder / "again.yaml")
-        assert (again.selection["max_accuracy_drop"], again.selection["relative"]) == want
+        assert (again.selection.max_accuracy_drop, again.selection.relative) == want
     for p in ("u.yaml", "again.yaml"):
         (study_folder / p).unlink()
 

@@ -7,17 +7,7 @@ import os
 import sys
 import time
 
-
-def _vm(field: str) -> float:
-    """VmRSS / VmHWM of this process in MiB (Linux /proc; 0 where unavailable)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
+from modelpress.machine import vm_mib  # no runtime import: affinity is set before onnxruntime loads
 
 
 def run(job: dict) -> dict:
@@ -30,15 +20,17 @@ def run(job: dict) -> dict:
     from modelpress.data import Dataset, batch_size_for, load_npz, synthetic
     from modelpress.errors import ModelpressError
     from modelpress.benchmarks.profiler import runner_options
-    from modelpress.runtimes import get_runner
+    from modelpress.runtimes import RUNNERS, get_runner
 
+    if job.get("runner_path"):
+        RUNNERS.register_path(cfg["runner"], job["runner_path"])  # type: ignore[attr-defined]
     try:
         runner_cls = get_runner(cfg["runner"])
         options = runner_options(runner_cls, cfg, prof["intra_op_threads"], prof["inter_op_threads"])
         batch = cfg["batch_size"]
         data: Dataset | None = load_npz(job["inputs"]) if job["inputs"] else None
 
-        base_rss = _vm("VmRSS")
+        base_rss = vm_mib("VmRSS")
         t0 = time.perf_counter()
         runner = runner_cls(job["model"], options)
         runner.load()
@@ -60,6 +52,11 @@ def run(job: dict) -> dict:
 
         for i in range(cfg["warmup"]):
             infer(feeds[i % len(feeds)])
+        from modelpress.agent.energy import EnergyMeter  # hardware energy counters, where readable
+
+        meter = EnergyMeter.open()
+        if meter.available:
+            meter.start()  # read just before the timed loop (outside every sample)
         samples = []
         deadline = None if cfg["duration_s"] is None else time.perf_counter() + cfg["duration_s"]
         clock = time.perf_counter_ns
@@ -70,7 +67,8 @@ def run(job: dict) -> dict:
             samples.append((clock() - s) / 1e6)
             if deadline is not None and (len(samples) >= cfg["iterations"] or time.perf_counter() >= deadline):
                 break
-        peak = _vm("VmHWM")
+        energy = meter.result(len(samples))  # read just after it
+        peak = vm_mib("VmHWM")
         ops = runner.op_breakdown(feeds, cfg["op_breakdown_iterations"]) \
             if cfg["op_breakdown"] and runner_cls.supports_op_profile else None
         runner.close()
@@ -85,7 +83,7 @@ def run(job: dict) -> dict:
         "load_ms": round((t_load - t0) * 1000, 3), "cold_start_ms": round((t_first - t0) * 1000, 3),
         "peak_rss_mb": round(peak, 1), "model_rss_mb": round(max(peak - base_rss, 0.0), 1),
         "samples_ms": [round(float(x), 4) for x in np.asarray(samples)], "op_breakdown": ops,
-        "affinity": sorted(os.sched_getaffinity(0)),
+        "affinity": sorted(os.sched_getaffinity(0)), "energy": energy,
     }
 
 

@@ -78,10 +78,10 @@ def plots(report: dict) -> dict[str, str]:
 
 
 def render_html(report: dict) -> str:
-    from modelpress.benchmarks.report import _cells
+    from modelpress.benchmarks.report import table_cells
 
     esc = html.escape
-    head, body = _cells(report)
+    head, body = table_cells(report)
     sel = report["selection"]
     m = report["machine"]
     rows = "".join("<tr" + (' class="pick"' if row[0] == sel["pick"] else "") + ">" +

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from modelpress.benchmarks._child import _vm
 from modelpress.benchmarks.presets import EdgeProfile
 from modelpress.errors import ModelpressError
+from modelpress.machine import vm_mib
 from modelpress.models.text import heldout_text
 
 
@@ -55,7 +55,7 @@ def _measure(folder: str, cores: list[int], threads: int, ppl_ids: list[int], pr
     return {"perplexity": ppl["perplexity"], "ppl_tokens": ppl["tokens"], "ttft_ms": ttft,
             "prefill_tok_s": len(prompt_ids) / (ttft / 1e3), "decode_tok_s": 1e3 / statistics.mean(decode),
             "decode_ms_p50": statistics.median(decode), "tokens": gens[0].tokens,
-            "peak_rss_mb": _vm("VmHWM")}  # not ru_maxrss: Linux carries the parent's high-water mark over exec
+            "peak_rss_mb": vm_mib("VmHWM")}  # not ru_maxrss: Linux carries the parent's high-water mark over exec
 
 
 def evaluate_llm(folder: str | Path, profile: EdgeProfile, *, ppl_tokens: int = 2048, window: int = 256,

@@ -21,8 +21,7 @@ import numpy as np
 from modelpress.benchmarks.presets import EdgeProfile
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
-from modelpress.onnxutil import check_onnx_file
-from modelpress.runtimes import GRAPH_OPT_LEVELS, get_runner
+from modelpress.runtimes import GRAPH_OPT_LEVELS, RUNNERS, get_runner
 
 
 @dataclass
@@ -98,6 +97,7 @@ class ProfileResult:
     samples_ms: list[float] = field(repr=False, default_factory=list)
     op_breakdown: dict[str, float] | None = None  # op type -> share of kernel time
     affinity: list[int] = field(default_factory=list)  # the cores the measuring process actually ran on
+    energy: dict[str, Any] | None = None  # joules around the timed loop from hardware counters, or why not available
 
     def to_dict(self, samples: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -113,11 +113,12 @@ def profile_model(
     """Measure `model` under `profile` in a pinned child process. `data=None` means synthetic inputs."""
     cfg = config or ProfileConfig()
     cfg.check()
-    model = check_onnx_file(model)
+    model = get_runner(cfg.runner).check_artifact(model)  # ONNX fully checked; an engine or IR by its runtime
     with tempfile.TemporaryDirectory(prefix="modelpress-profile-") as tmp:
         job: dict[str, Any] = {
             "model": str(Path(model).resolve()), "profile": profile.to_dict(), "config": asdict(cfg),
             "inputs": None, "result": os.path.join(tmp, "result.json"), "trace_dir": tmp,
+            "runner_path": RUNNERS.path(cfg.runner),  # so a plugin runtime registered here is known there
         }
         if data is not None:
             job["inputs"] = str(data.save(os.path.join(tmp, "inputs.npz")))

@@ -214,7 +214,7 @@ def _drop(row: dict, metric: str = "top1") -> float | None:
 # --------------------------------------------------------------------------- renderers
 
 
-def _cells(report: dict) -> tuple[list[str], list[list[str]]]:
+def table_cells(report: dict) -> tuple[list[str], list[list[str]]]:
     pnames = [p["name"] for p in report["profiles"]]
     cos = report["task"].get("metric") == "cosine"
     head = ["variant", "technique", "size", "× fp32", "params", "MFLOPs", "top-1", "Δ top-1 pt",
@@ -255,7 +255,7 @@ def _mb(n: int) -> str:
 
 
 def render_markdown(report: dict) -> str:
-    head, body = _cells(report)
+    head, body = table_cells(report)
     m = report["machine"]
     lines = [f"# {report['title']}", "",
              f"Machine: {m['cpu']} ({m['usable_cores']} usable cores; flags: {', '.join(m['cpu_flags']) or 'none'}), "

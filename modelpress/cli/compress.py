@@ -44,9 +44,9 @@ def _run_compress(source: str, technique: str, options: dict[str, Any], output: 
                   {"-o": output, "the parity record": sidecar_path(output)})
     cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size)
     data = load_npz(finetune_data) if finetune_data else None
-    from modelpress.study import _progress
+    from modelpress.progress import progress_bar
 
-    with _progress(not as_json) as prog:
+    with progress_bar(not as_json) as prog:
         res, exported = compress_and_export(source, output, [(technique, options)], finetune_cfg=cfg, train_data=data,
                                             progress=prog)
     stats = graph_stats(output)

@@ -187,28 +187,24 @@ def llm_lora(source: str, output: Path, text_file: Path | None, rank: int, alpha
     Quantize the result like any export (`modelpress llm quantize`). QLoRA (a 4-bit base under the
     adapters) needs bitsandbytes with CUDA; without a GPU modelpress says so and trains over FP32.
     """
-    from modelpress.models.text import heldout_text
-    from modelpress.exporters.llm import check_output, export_loaded, load_causal_lm
-    from modelpress.optimizers.lora import LoraSettings, lora_finetune, qlora_support
+    from modelpress.exporters.llm import check_output
     from modelpress.io import guard_outputs
-    from modelpress.study import _progress
+    from modelpress.optimizers.lora import LoraSettings, lora_and_export
+    from modelpress.progress import progress_bar
 
     guard_outputs({"SOURCE": _path_source(source), "--text": text_file}, {"-o": output})
     check_output(output)
+    text = None
     if text_file is not None:
         if not text_file.is_file():
             raise ModelpressError(f"no such file: {text_file}")
         text = text_file.read_text(encoding="utf-8", errors="replace")
-    else:
-        text = heldout_text("train")
     settings = LoraSettings(rank=rank, alpha=alpha, steps=steps, seq_len=seq_len, batch_size=batch_size, lr=lr,
                             **({"target_modules": list(targets)} if targets else {}))
     settings.validate()
-    model, tok, prov = load_causal_lm(source)
-    with _progress(not as_json) as prog:
-        merged, report = lora_finetune(model, tok, text, settings, prog)
-    prov = {**prov, "lora": report, "qlora": qlora_support()[1]}
-    r = export_loaded(merged, tok, prov, output)
+    with progress_bar(not as_json) as prog:
+        r, prov = lora_and_export(source, output, settings, text, prog)
+    report = prov["lora"]
     lines = [f"LoRA r={rank} over {report['trainable_params']:,} trainable parameters, {steps} steps: held-out loss "
              f"{report['heldout_loss_before']:.3f} -> {report['heldout_loss_after']:.3f}; merged and exported to {output}",
              f"  greedy parity with PyTorch: {'identical' if r.parity['match'] else 'DIFFERENT'} ({r.parity['tokens']} tokens)",

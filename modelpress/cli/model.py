@@ -80,16 +80,21 @@ def export(source: str, output: Path, opset: int, exporter: str, dynamic_batch: 
               help="ONNX Runtime graph optimization level.")
 @click.option("--ops", is_flag=True, help="Also report each op type's share of kernel time (ORT profiler).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
+@click.option("--target", help="Profile on a device running `modelpress agent serve` instead: an http(s):// URL "
+                               "(token from MODELPRESS_AGENT_TOKEN) or a name in the targets file.")
+@click.option("--targets", "targets_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Targets file for --target NAME [default: ./targets.yaml].")
 @json_option("Print the results as JSON.")
 def profile(model: Path, presets: tuple[str, ...], cores: str | None, threads: int | None, iterations: int,
             duration: float | None, warmup: int, batch_size: int, inputs_file: Path | None, runtime: str, graph_opt: str,
-            ops: bool, output: Path | None, as_json: bool) -> None:
+            ops: bool, output: Path | None, target: str | None, targets_file: Path | None, as_json: bool) -> None:
     """Measure latency, throughput, cold start and peak memory of an ONNX model.
 
     Each profile runs in a fresh child process pinned to its cores with fixed
     thread pools, so a bigger machine can stand in for a small device. Reports
     mean, p50/p90/p99, std, IQR, throughput (items/s), cold start (session
-    creation + first inference) and peak resident memory.
+    creation + first inference) and peak resident memory. With --target the same profiler runs on the
+    device's agent (`modelpress agent --help`) and the record adds the device's facts.
     """
     from modelpress.benchmarks.presets import resolve_profile
     from modelpress.benchmarks.profiler import ProfileConfig, profile_model
@@ -102,14 +107,23 @@ def profile(model: Path, presets: tuple[str, ...], cores: str | None, threads: i
     if presets and (cores is not None or threads is not None):
         if len(presets) > 1:
             raise ModelpressError("--cores/--threads override one preset; give at most one --preset with them")
-    profs = [resolve_profile(p, cores, threads) for p in presets] if presets else [resolve_profile(None, cores, threads)]
-    data = load_npz(inputs_file) if inputs_file else None
     cfg = ProfileConfig(warmup=warmup, iterations=iterations, duration_s=duration, batch_size=batch_size, runner=runtime,
                         graph_optimization=graph_opt, op_breakdown=ops)
-    results = [profile_model(model, p, cfg, data, data_label=str(inputs_file) if inputs_file else None) for p in profs]
-    payload = {"model": str(model), "results": [r.to_dict(samples=False) for r in results]}
+    where: dict = {}
+    if target:  # the same profiler on the device's agent; presets and cores are resolved there
+        from modelpress.agent.client import profile_on_target
+
+        given = click.get_current_context().get_parameter_source("runtime") != click.core.ParameterSource.DEFAULT
+        remote = profile_on_target(target, targets_file, model, presets, cores, threads, cfg, inputs_file, given,
+                                   on_status=lambda m: click.echo(m, err=True))
+        results, where, runtime = remote.results, {"target": remote.target}, remote.results[0].runner
+    else:
+        profs = [resolve_profile(p, cores, threads) for p in presets] if presets else [resolve_profile(None, cores, threads)]
+        data = load_npz(inputs_file) if inputs_file else None
+        results = [profile_model(model, p, cfg, data, data_label=str(inputs_file) if inputs_file else None) for p in profs]
+    payload = {"model": str(model), "results": [r.to_dict(samples=False) for r in results], **where}
     if output:
-        write_json(output, {"model": str(model), "results": [r.to_dict() for r in results]})
+        write_json(output, {"model": str(model), "results": [r.to_dict() for r in results], **where})
 
     def human() -> None:
         from rich import box
@@ -126,6 +140,10 @@ def profile(model: Path, presets: tuple[str, ...], cores: str | None, threads: i
         con.print(f"[bold]{model}[/bold]: batch {batch_size}, {results[0].inputs} inputs, {runtime}, "
                   f"{results[0].stats.n} timed runs; latencies in ms (std and all fields: --json)")
         con.print(t)
+        if where:
+            from modelpress.agent.client import describe_remote
+
+            con.print(describe_remote(where["target"], results), markup=False, highlight=False)
         for r in results:
             con.print(f"[dim]{r.profile['name']}: {r.profile['description']}[/dim]")
             if r.op_breakdown:
@@ -181,8 +199,7 @@ def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | Non
     """
     from modelpress.data import load_npz
     from modelpress.onnxutil import model_size_bytes
-    from modelpress.optimizers import optimize_chain
-    from modelpress.recipe import Recipe, Step, load_recipe
+    from modelpress.recipe import Recipe, Step, load_recipe, run_recipe
 
     if recipe is not None:
         if model or techniques or output or option_pairs or calib:
@@ -199,13 +216,11 @@ def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | Non
                   {"-o" if recipe is None else f"the output of {recipe}": rec.output, "--dump-recipe": dump_recipe})
     from modelpress.validate import FidelityFloor
 
-    # a bad value fails before any work; a replayed recipe keeps its floor unless the command line overrides it
-    floor = FidelityFloor.parse(min_fidelity if min_fidelity is not None else rec.min_fidelity)
-    steps = [(s.technique, s.options) for s in rec.steps]
-    results = optimize_chain(rec.model, rec.output, steps, load_npz(rec.calib) if rec.calib else None,
-                             min_fidelity=floor, data=load_npz(data_file) if data_file else None, keep_best=keep_best)
-    ran = Recipe(rec.model, rec.output, [Step(r.technique, r.config) for r in results], rec.calib,
-                 "none" if floor is None else str(floor))
+    FidelityFloor.parse(min_fidelity)  # a bad value fails before any data is read
+    # a replayed recipe keeps its floor unless the command line overrides it
+    results, ran = run_recipe(rec, min_fidelity=min_fidelity, data=load_npz(data_file) if data_file else None,
+                              keep_best=keep_best)
+    floor = ran.min_fidelity if ran.min_fidelity != "none" else None
     if dump_recipe is not None:
         if str(dump_recipe) == "-":
             click.echo(ran.to_yaml(), err=as_json)

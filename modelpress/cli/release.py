@@ -112,9 +112,14 @@ def sign_keygen(prefix: Path, as_json: bool) -> None:
               help="Labelled data (.npz) to measure accuracy; default: the bundles' recorded accuracy.")
 @click.option("--runtime", default="ort-cpu", show_default=True,
               help="Runtime both models are profiled and evaluated on (see `modelpress list runtimes`).")
+@click.option("--target", help="Measure the latency rounds on a device running `modelpress agent serve`: a URL or a "
+                               "name in the targets file (accuracy is still measured here).")
+@click.option("--targets", "targets_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Targets file for --target NAME [default: ./targets.yaml].")
 @json_option("Print the verdict as JSON.")
 def gate_cmd(new: Path, baseline: Path, max_latency_regression: str, max_accuracy_drop: str, preset: str,
-             rounds: int, iterations: int, data_file: Path | None, runtime: str, as_json: bool) -> None:
+             rounds: int, iterations: int, data_file: Path | None, runtime: str, target: str | None,
+             targets_file: Path | None, as_json: bool) -> None:
     """Fail (exit 5) when NEW is slower or less accurate than BASELINE beyond the limits.
 
     Both are profiled on this machine, interleaved round by round in fresh pinned processes, so drift
@@ -133,8 +138,14 @@ def gate_cmd(new: Path, baseline: Path, max_latency_regression: str, max_accurac
     from modelpress.errors import EXIT_REGRESSION
     from modelpress.gate import gate
 
+    remote = None
+    if target:  # the rounds run as one job on the device's agent
+        from modelpress.agent.client import RemoteRounds
+
+        remote = RemoteRounds(target, targets_file, on_status=lambda m: click.echo(m, err=True))
     res = gate(new, baseline, max_latency_regression=max_latency_regression, max_accuracy_drop=max_accuracy_drop,
-               profile=preset, rounds=rounds, iterations=iterations, data_file=data_file, runtime=runtime)
+               profile=preset, rounds=rounds, iterations=iterations, data_file=data_file, runtime=runtime,
+               remote=remote)
 
     def human() -> None:
         from rich.table import Table
@@ -152,6 +163,10 @@ def gate_cmd(new: Path, baseline: Path, max_latency_regression: str, max_accurac
         t.add_row("top-1", fmt(res.baseline_accuracy), fmt(res.new_accuracy),
                   "-" if res.accuracy_drop_pt is None else f"{-res.accuracy_drop_pt:+.2f} pt", limit)
         _console().print(t)
+        if res.target:
+            from modelpress.agent.client import describe_remote
+
+            click.echo(describe_remote(res.target).splitlines()[0])
         click.echo(f"accuracy: {res.accuracy_source}")
         click.echo("PASS" if res.passed else "FAIL: " + "; ".join(res.reasons))
 

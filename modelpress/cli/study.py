@@ -45,7 +45,7 @@ def demo(out_dir: Path, epochs: int, iterations: int, presets: tuple[str, ...], 
 
 def _run_recipe(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json: bool, allow_outside: bool = False) -> None:
     from modelpress.benchmarks.report import render_rich
-    from modelpress.pipeline import load_study_recipe, run_study
+    from modelpress.study import load_study_recipe, run_study
 
     from modelpress.io import guard_outputs
 
@@ -82,7 +82,7 @@ def _run_recipe(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json:
 _RUN_HELP = """Run a study recipe: every candidate chain, evaluated and profiled on every target, then the pick.
 
     \b
-    RECIPE is YAML (see `modelpress.pipeline` or the README): source/model, data, candidates such as
+    RECIPE is YAML (see `modelpress.study.recipe` or the README): source/model, data, candidates such as
     [graph, static-int8] or ["prune-structured:0.5", static-int8], profiles, metric and selection
     (max_accuracy_drop with its unit: 1pt absolute, '1%' relative, a bare 0.01 a fraction; objective latency, size
     or weighted) and min_fidelity (the validation floor, e.g. cosine=0.99; every failed candidate is recorded).

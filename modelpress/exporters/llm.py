@@ -19,8 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelpress.errors import CheckFailed, ModelpressError
-from modelpress.exporters.torch_onnx import _line
+from modelpress.errors import CheckFailed, ModelpressError, first_line
 from modelpress.io import atomic_dir, captured_output
 
 LLM_META = "modelpress-llm.json"
@@ -90,7 +89,7 @@ def load_causal_lm(source: str | Path):
             tok = AutoTokenizer.from_pretrained(folder, **kw)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw)
     except Exception as e:
-        raise ModelpressError(f"cannot load a causal LM from {prov['source']}: {type(e).__name__}: {_line(e)}") from None
+        raise ModelpressError(f"cannot load a causal LM from {prov['source']}: {type(e).__name__}: {first_line(e)}") from None
     if gguf:
         qtype = _gguf_quant_type(folder / gguf)
         prov["gguf_quant_type"] = qtype
@@ -151,7 +150,7 @@ def export_loaded(model, tok, prov: dict[str, Any], output: str | Path, opset: i
                 main_export(hf, output=str(onnx_dir), task="text-generation-with-past", opset=opset,
                             device="cpu", do_validation=False)
         except Exception as e:
-            raise ModelpressError(f"optimum could not export {prov['source']}: {type(e).__name__}: {_line(e)}") from None
+            raise ModelpressError(f"optimum could not export {prov['source']}: {type(e).__name__}: {first_line(e)}") from None
         parity = greedy_parity(model, tok, onnx_dir, prompt, check_tokens)
         result = LLMExportResult(str(output), prov, opset, round(time.perf_counter() - t0, 1), parity)
         (onnx_dir / LLM_META).write_text(json.dumps(result.to_dict(), indent=2) + "\n")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from modelpress.errors import CheckFailed, ModelpressError
+from modelpress.errors import CheckFailed, ModelpressError, first_line
 from modelpress.io import captured_output, write_json
 from modelpress.onnxutil import opset_of
 
@@ -101,7 +101,7 @@ def load_model_source(source: str, example: dict[str, np.ndarray] | None = None)
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as e:
             raise ModelpressError(
-                f"{path} is not a TorchScript file ({_line(e)}); for a state dict, write a factory 'pkg.module:fn'"
+                f"{path} is not a TorchScript file ({first_line(e)}); for a state dict, write a factory 'pkg.module:fn'"
             ) from None
         if example is None:
             raise ModelpressError("a TorchScript file has no example inputs: pass --input-shape or --inputs FILE.npz")
@@ -115,14 +115,14 @@ def load_model_source(source: str, example: dict[str, np.ndarray] | None = None)
     try:
         mod = importlib.import_module(mod_name)
     except Exception as e:
-        raise ModelpressError(f"cannot import {mod_name!r}: {type(e).__name__}: {_line(e)}") from None
+        raise ModelpressError(f"cannot import {mod_name!r}: {type(e).__name__}: {first_line(e)}") from None
     fn = getattr(mod, attr, None)
     if fn is None:
         raise ModelpressError(f"module {mod_name!r} has no attribute {attr!r}")
     try:
         made = fn() if callable(fn) and not isinstance(fn, torch.nn.Module) else fn
     except Exception as e:
-        raise ModelpressError(f"factory {source} raised {type(e).__name__}: {_line(e)}") from None
+        raise ModelpressError(f"factory {source} raised {type(e).__name__}: {first_line(e)}") from None
     if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module)):
         raise ModelpressError(f"factory {source} must return (torch.nn.Module, example_inputs), got {type(made).__name__}")
     module, ex = made
@@ -131,14 +131,10 @@ def load_model_source(source: str, example: dict[str, np.ndarray] | None = None)
     return module.eval(), ex
 
 
-def _line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-
-
 # --------------------------------------------------------------------------- export
 
 
-def _normalize_example(example, input_names: list[str] | None):
+def normalize_example(example, input_names: list[str] | None):
     """-> (names, tuple of tensors). Dict examples give their own names."""
     import torch
 
@@ -236,13 +232,13 @@ def export_onnx(module, example, output: str | Path, config: ExportConfig | None
     if cfg.exporter not in EXPORTERS:
         raise ModelpressError(f"unknown exporter {cfg.exporter!r}; choose from {', '.join(EXPORTERS)}")
     output = Path(output)
-    names, tensors = _normalize_example(example, cfg.input_names)
+    names, tensors = normalize_example(example, cfg.input_names)
     try:
         ref = _torch_outputs(module, tensors)
     except ModelpressError:
         raise
     except Exception as e:
-        raise ModelpressError(f"the model fails on its example inputs: {type(e).__name__}: {_line(e)}") from None
+        raise ModelpressError(f"the model fails on its example inputs: {type(e).__name__}: {first_line(e)}") from None
     out_names = list(cfg.output_names or (["output"] if len(ref) == 1 else [f"output_{i}" for i in range(len(ref))]))
     if len(out_names) != len(ref):
         raise ModelpressError(f"--output-names gives {len(out_names)} names for {len(ref)} outputs")
@@ -261,7 +257,7 @@ def export_onnx(module, example, output: str | Path, config: ExportConfig | None
                 with captured_output():
                     fn(module, tensors, names, out_names, tmp, cfg)
             except Exception as e:
-                why = f"{name} exporter failed: {type(e).__name__}: {_line(e)}"
+                why = f"{name} exporter failed: {type(e).__name__}: {first_line(e)}"
             else:
                 why = _problem_with(tmp, cfg, _axes(module, names, cfg))
                 if why is None or cfg.exporter != "auto":
@@ -280,7 +276,7 @@ def export_onnx(module, example, output: str | Path, config: ExportConfig | None
             onnx.checker.check_model(str(tmp), full_check=True)
             onnx.shape_inference.infer_shapes_path(str(tmp), str(tmp))
         except Exception as e:
-            raise ModelpressError(f"exported graph does not pass onnx.checker: {_line(e)}") from None
+            raise ModelpressError(f"exported graph does not pass onnx.checker: {first_line(e)}") from None
         parity, ins, outs = _parity(tmp, module, names, tensors, ref, cfg)
         # a model outside tolerance never appears at the requested path: it is kept under a name that says so
         final = output if parity.passed else output.with_name(f"{output.stem}.parity-failed{output.suffix or '.onnx'}")

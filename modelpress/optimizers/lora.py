@@ -110,3 +110,19 @@ def lora_finetune(model, tok, text: str, settings: LoraSettings, progress: Any =
                     "train_sequences": len(train), "heldout_sequences": len(held),
                     "loss_first": losses[0], "loss_last": losses[-1],
                     "heldout_loss_before": round(before, 4), "heldout_loss_after": round(after, 4)}
+
+
+def lora_and_export(source: str, output: Any, settings: LoraSettings, text: str | None = None,
+                    progress: Any = None) -> tuple[Any, dict[str, Any]]:
+    """The whole LoRA job: load the causal LM, fine-tune on `text` (default: the training part of the Python
+    documentation prose), merge, export with a KV cache to `output` (greedy parity checked). Returns the export
+    result and the provenance (LoRA report, QLoRA support)."""
+    from modelpress.exporters.llm import check_output, export_loaded, load_causal_lm
+    from modelpress.models.text import heldout_text
+
+    settings.validate()
+    check_output(output)
+    model, tok, prov = load_causal_lm(source)
+    merged, report = lora_finetune(model, tok, text if text is not None else heldout_text("train"), settings, progress)
+    prov = {**prov, "lora": report, "qlora": qlora_support()[1]}
+    return export_loaded(merged, tok, prov, output), prov

@@ -86,6 +86,22 @@ class Runner(abc.ABC):
         return True, ""
 
     @classmethod
+    def check_artifact(cls, path: str | Path) -> Path:
+        """The file this runtime would load, checked before any work: an ONNX model fully (modelpress.onnxutil),
+        another artifact (an engine, an IR) by its suffix; a one-line error names what this runtime loads."""
+        from modelpress.errors import ModelpressError
+        from modelpress.onnxutil import check_onnx_file
+
+        p = Path(path)
+        if p.suffix.lower() not in cls.artifact_suffixes and not (p.suffix == "" and ".onnx" in cls.artifact_suffixes):
+            raise ModelpressError(f"runtime {cls.name} loads {', '.join(cls.artifact_suffixes)} files, not {p.name}")
+        if p.suffix.lower() in (".onnx", ""):
+            return check_onnx_file(p)
+        if not p.is_file():
+            raise ModelpressError(f"no such file: {p}")
+        return p
+
+    @classmethod
     def version(cls) -> str | None:
         """The runtime's version (reports and bundles record it); None where it is not installed."""
         return None

@@ -189,7 +189,7 @@ def _counts(model) -> tuple[int, int]:
 def compress_model(model, example, steps: list[tuple[str, dict[str, Any]]], *, finetune_cfg: FinetuneConfig | None = None,
                    train_data: Dataset | None = None, progress: Any = None) -> tuple[Any, CompressResult]:
     """Apply PyTorch techniques in order, fine-tune once if asked, then make every change permanent."""
-    from modelpress.exporters.torch_onnx import _normalize_example
+    from modelpress.exporters.torch_onnx import normalize_example
 
     passes = [build_torch_pass(n, o) for n, o in steps]  # every option checked before any work
     ft = finetune_cfg or FinetuneConfig()
@@ -197,7 +197,7 @@ def compress_model(model, example, steps: list[tuple[str, dict[str, Any]]], *, f
     if ft.epochs and train_data is None:
         raise ModelpressError("fine-tuning needs data: pass --finetune-data FILE.npz, or define "
                               "modelpress_train_data() -> Dataset in the factory's module")
-    names, tensors = _normalize_example(example, None)
+    names, tensors = normalize_example(example, None)
     params_before = sum(p.numel() for p in model.parameters())
     teacher = copy.deepcopy(model).eval() if ft.epochs else None
     results = []

@@ -36,8 +36,12 @@ from typing import Any
 
 import yaml
 
+from modelpress.benchmarks.profiler import ProfileConfig
 from modelpress.errors import ModelpressError
+from modelpress.exporters.torch_onnx import ExportConfig
 from modelpress.io import write_text
+from modelpress.optimizers.pytorch import FinetuneConfig
+from modelpress.study.plan import METRICS, SelectionConfig, check_chain, study_profile_config
 from modelpress.recipe import RECIPE_VERSION, _mapping, _where, parse_step
 
 _TOP = {"modelpress", "kind", "title", "source", "model", "export", "data", "finetune", "candidates", "profiles",
@@ -48,18 +52,21 @@ _SELECTION = {"max_accuracy_drop", "relative", "objective", "profile", "weights"
 
 @dataclass
 class StudyRecipe:
+    """A study recipe (the file's contents, checked and typed); `run_study` turns it into a StudyPlan and runs it.
+    Its sections are the same config classes the library uses, so the recipe as run is their `asdict`."""
+
     output: str
     candidates: list[dict[str, Any]]  # {"name": str, "chain": [(technique, options), ...]}
     data: dict[str, str]
     source: str | None = None
     model: str | None = None
     title: str = "modelpress study"
-    export: dict[str, Any] = field(default_factory=dict)
-    finetune: dict[str, Any] = field(default_factory=dict)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     profiles: list[str] = field(default_factory=lambda: ["edge-1core"])
-    profile: dict[str, Any] = field(default_factory=dict)
+    profile: ProfileConfig = field(default_factory=study_profile_config)
     metric: str | None = None
-    selection: dict[str, Any] = field(default_factory=lambda: {"max_accuracy_drop": 0.01})
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     min_fidelity: str | None = None  # the validation floor of every ONNX step (None: the default)
 
     def to_yaml(self, base: Path | None = None) -> str:
@@ -70,18 +77,17 @@ class StudyRecipe:
             doc["source"] = self.source
         if self.model:
             doc["model"] = rel(self.model)
-        doc["export"] = self.export
+        doc["export"] = dataclasses.asdict(self.export)
         doc["data"] = {k: rel(v) for k, v in self.data.items()}
-        doc["finetune"] = self.finetune
+        doc["finetune"] = dataclasses.asdict(self.finetune)
         doc["candidates"] = [{"name": c["name"], "chain": [{"technique": t, "options": o} for t, o in c["chain"]]}
                              for c in self.candidates]
-        sel = dict(self.selection)
-        if isinstance(sel.get("max_accuracy_drop"), (int, float)):  # the recipe as run states the unit
-            from modelpress.units import format_accuracy_budget
+        from modelpress.units import format_accuracy_budget
 
-            sel["max_accuracy_drop"] = format_accuracy_budget(sel["max_accuracy_drop"], bool(sel.get("relative")))
-        doc.update(profiles=self.profiles, profile=self.profile, metric=self.metric, selection=sel,
-                   min_fidelity=self.min_fidelity, output=rel(self.output))
+        sel = dataclasses.asdict(self.selection)  # the budget is written with its unit ('0.5pt' or '1%')
+        sel["max_accuracy_drop"] = format_accuracy_budget(self.selection.max_accuracy_drop, self.selection.relative)
+        doc.update(profiles=self.profiles, profile=dataclasses.asdict(self.profile), metric=self.metric,
+                   selection=sel, min_fidelity=self.min_fidelity, output=rel(self.output))
         return "# modelpress study recipe: replay with `modelpress run FILE`\n" + yaml.safe_dump(
             doc, sort_keys=False, default_flow_style=False)
 
@@ -124,8 +130,6 @@ def _check_keys(node: yaml.Node, path: Path, allowed: set[str], what: str) -> di
 def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> StudyRecipe:
     """Parse and check a study recipe; every error names the file, the line and the key.
     The output folder must lie under the recipe's folder unless `allow_outside` (the CLI's --allow-outside)."""
-    from modelpress.study import check_chain
-
     path = Path(path)
     if not path.is_file():
         raise ModelpressError(f"no such recipe: {path}")
@@ -150,7 +154,7 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
     for key in ("source", "model", "output", "title", "metric"):
         if key in top and not isinstance(doc[key], (str, type(None))):
             raise ModelpressError(f"{at(key)}: {key!r} must be a string, got {type(doc[key]).__name__}")
-    if doc.get("metric") not in (None, "top1", "agreement", "cosine"):
+    if doc.get("metric") is not None and doc.get("metric") not in METRICS:
         raise ModelpressError(f"{at('metric')}: metric must be top1, agreement or cosine, got {doc['metric']!r}")
     data_map = _check_keys(top["data"][1], path, _DATA, "data")
     if "eval" not in data_map:
@@ -165,8 +169,6 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
         if not Path(resolve(v)).is_file():
             raise ModelpressError(f"{_where(vn, path)}: data.{k}: no such file: {v}")
         data[k] = resolve(v)
-    from modelpress.benchmarks.profiler import ProfileConfig
-
     for section, allowed in (("selection", _SELECTION), ("profile", {f.name for f in dataclasses.fields(ProfileConfig)})):
         if section in top:
             _check_keys(top[section][1], path, allowed, section)
@@ -188,14 +190,18 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
         raise ModelpressError(f"{at_drop}: max_accuracy_drop {short(drop)} is {'relative' if relative else 'in points'}"
                               f" but relative: {str(given).lower()} says otherwise; drop one of them")
     selection.update(max_accuracy_drop=fraction, relative=given)  # the recipe as run states relative: true/false
-    if selection.get("objective", "latency") not in ("latency", "size", "weighted"):
-        raise ModelpressError(f"{_where(sel_node, path)}: objective must be latency, size or weighted")
     for section in ("export", "finetune", "profile"):
         if section in top and not isinstance(doc[section], dict):
             raise ModelpressError(f"{at(section)}: {section!r} must be a mapping")
-    _typed("export", doc.get("export") or {}, "modelpress.exporters.torch_onnx:ExportConfig", top, path)
-    _typed("finetune", doc.get("finetune") or {}, "modelpress.optimizers.pytorch:FinetuneConfig", top, path)
-    _typed("profile", doc.get("profile") or {}, "modelpress.benchmarks.profiler:ProfileConfig", top, path)
+    export = _typed("export", doc.get("export") or {}, ExportConfig, top, path)
+    finetune = _typed("finetune", doc.get("finetune") or {}, FinetuneConfig, top, path)
+    profile = _typed("profile", {"warmup": 20, "op_breakdown": True, **(doc.get("profile") or {})}, ProfileConfig,
+                     top, path)
+    try:
+        profile.check()  # the runtime exists here and its runtime_options are its own
+    except ModelpressError as e:
+        raise ModelpressError(f"{at('profile') if 'profile' in top else path}: profile: {e}") from None
+    sel_cfg = _typed("selection", selection, SelectionConfig, top, path)
     profiles = doc.get("profiles") or ["edge-1core"]
     if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
         raise ModelpressError(f"{at('profiles')}: profiles must be a list of preset names")
@@ -206,6 +212,9 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
             resolve_profile(p)
         except ModelpressError as e:
             raise ModelpressError(f"{at('profiles')}: {e}") from None
+    if sel_cfg.profile is not None and sel_cfg.profile not in profiles:
+        raise ModelpressError(f"{_where(sel_node, path)}: selection.profile {sel_cfg.profile!r} is not one of the "
+                              f"study's profiles {profiles}")
 
     cands_node = top["candidates"][1]
     if not isinstance(cands_node, yaml.SequenceNode) or not cands_node.value:
@@ -241,9 +250,8 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
     output = resolve_output(doc["output"], top["output"][1], path, allow_outside, normalize=True)
     return StudyRecipe(output=output, candidates=candidates, data=data, source=doc.get("source"),
                        model=resolve(model) if model else None, title=doc.get("title") or "modelpress study",
-                       export=doc.get("export") or {}, finetune=doc.get("finetune") or {}, profiles=profiles,
-                       profile=doc.get("profile") or {}, metric=doc.get("metric"), selection=selection,
-                       min_fidelity=_min_fidelity(doc, top, path))
+                       export=export, finetune=finetune, profiles=profiles, profile=profile, metric=doc.get("metric"),
+                       selection=sel_cfg, min_fidelity=_min_fidelity(doc, top, path))
 
 
 def _min_fidelity(doc: dict, top: dict, path: Path) -> str | None:
@@ -258,67 +266,14 @@ def _min_fidelity(doc: dict, top: dict, path: Path) -> str | None:
     return "none" if floor is None else str(floor)
 
 
-def _typed(section: str, values: dict, cls_path: str, top: dict, path: Path) -> Any:
-    """Build a dataclass config from a recipe section, naming the bad key and line."""
-    import importlib
-
+def _typed(section: str, values: dict, cls: type, top: dict, path: Path) -> Any:
+    """Build a section's dataclass config with make_config (as a pass's options), naming the bad key and line."""
     from modelpress.config import make_config
 
-    mod, _, name = cls_path.partition(":")
-    cls = getattr(importlib.import_module(mod), name)
+    where = _where(top[section][1], path) if section in top else str(path)
     try:
         return make_config(cls, values, section)
     except ModelpressError as e:
-        raise ModelpressError(f"{_where(top[section][1], path)}: {e}") from None
+        raise ModelpressError(f"{where}: {e}") from None
     except TypeError as e:
-        raise ModelpressError(f"{_where(top[section][1], path)}: {section}: {e}") from None
-
-
-def run_study(recipe: StudyRecipe, *, show_progress: bool = True, use_cache: bool = True) -> dict[str, Any]:
-    """Run every candidate, evaluate and profile each on each target, select, and write the study."""
-    from modelpress.benchmarks.html import write_html
-    from modelpress.benchmarks.presets import resolve_profile
-    from modelpress.benchmarks.profiler import ProfileConfig
-    from modelpress.cache import StepCache, file_sha256
-    from modelpress.data import load_npz
-    from modelpress.exporters.torch_onnx import ExportConfig, export_onnx, load_model_source
-    from modelpress.config import make_config
-    from modelpress.optimizers.pytorch import FinetuneConfig
-    from modelpress.study import Candidate, compare, default_metric, full_chain, require_completed
-    from modelpress.validate import FidelityFloor
-
-    out = Path(recipe.output)
-    out.mkdir(parents=True, exist_ok=True)
-    export_cfg = make_config(ExportConfig, recipe.export, "export")
-    ft = make_config(FinetuneConfig, recipe.finetune, "finetune")
-    pcfg = make_config(ProfileConfig, {"warmup": 20, "op_breakdown": True, **recipe.profile}, "profile")
-    data = {k: load_npz(v) for k, v in recipe.data.items()}
-    cache = StepCache(out / ".cache") if use_cache else None
-    reference = Path(recipe.model) if recipe.model else out / "fp32.onnx"
-    if not reference.is_file():
-        if not recipe.source:
-            raise ModelpressError(f"no such model: {reference}")
-        module, example = load_model_source(recipe.source)
-        export_onnx(module, example, reference, export_cfg)
-    # the recipe as run: every option of every step, defaults included
-    ran = dataclasses.replace(recipe, export=dataclasses.asdict(export_cfg), finetune=dataclasses.asdict(ft),
-                              profile=dataclasses.asdict(pcfg), metric=recipe.metric or default_metric(data["eval"]),
-                              candidates=[{"name": c["name"], "chain": full_chain(c["chain"])}
-                                          for c in recipe.candidates])
-    floor = FidelityFloor.parse(recipe.min_fidelity)
-    ran.min_fidelity = "none" if floor is None else str(floor)
-    report = compare(
-        reference, out, [Candidate(c["name"], chain=c["chain"]) for c in recipe.candidates],
-        [resolve_profile(p) for p in recipe.profiles], eval_data=data["eval"], calib_data=data.get("calib"),
-        profile_config=pcfg, title=recipe.title, metric=ran.metric,
-        max_accuracy_drop=float(recipe.selection["max_accuracy_drop"]), show_progress=show_progress,
-        source=recipe.source, export_config=export_cfg, finetune=ft, train_data=data.get("train"), cache=cache,
-        selection={k: v for k, v in recipe.selection.items() if k != "max_accuracy_drop"},
-        task={"source": recipe.source, "reference_sha256": file_sha256(reference)}, min_fidelity=floor,
-        runtime=pcfg.runner,  # accuracy, validation and latency all on the runtime the study targets
-        extra={"recipe": ran.to_yaml(out.resolve()), **({} if cache is not None else {"cache": None})},
-    )
-    ran.save(out / "recipe.yaml")
-    write_html(report, out / "report.html")
-    require_completed(report, out)
-    return report
+        raise ModelpressError(f"{where}: {section}: {e}") from None

@@ -1,84 +1,26 @@
-"""Compress one FP32 model several ways, then evaluate and profile every variant side by side.
-
-The library entry point behind `modelpress demo` (and, later, recipes): it
-returns the report dict and writes report.json / report.md atomically.
-"""
+"""A study's three stages: build every candidate (through the validation choke point), evaluate every variant
+on the study's runtime, profile every variant under every edge profile. Each stage records a candidate's failure
+(with its stage) and goes on; only the reference's own failure raises. `_Run` is the state they share, with the one
+cache helper they all use."""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from modelpress.benchmarks.evaluate import evaluate
 from modelpress.benchmarks.presets import EdgeProfile
 from modelpress.benchmarks.profiler import ProfileConfig, profile_model
-from modelpress.benchmarks.report import Variant, build_report, render_markdown
+from modelpress.benchmarks.report import Variant
 from modelpress.cache import data_sha256, file_sha256, key_of
 from modelpress.data import Dataset
-from modelpress.io import write_json, write_text
-from modelpress.onnxutil import check_onnx_file, graph_stats, model_size_bytes, op_counts
-from modelpress.errors import CheckFailed, GoalNotMet, ModelpressError, first_line
-from modelpress.optimizers import build_pass, optimize_chain
+from modelpress.errors import GoalNotMet, ModelpressError, first_line
+from modelpress.onnxutil import graph_stats, model_size_bytes, op_counts
+from modelpress.optimizers import optimize_chain
 from modelpress.optimizers.pytorch import is_torch_technique
-from modelpress.validate import DEFAULT_MIN_FIDELITY, FidelityFloor, Validator
-
-
-@dataclass
-class Candidate:
-    """One variant to make: a technique and its options, or a chain of (technique, options) steps."""
-
-    name: str
-    technique: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    chain: list[tuple[str, dict[str, Any]]] | None = None
-
-    @property
-    def steps(self) -> list[tuple[str, dict[str, Any]]]:
-        return self.chain or ([(self.technique, self.options)] if self.technique else [])
-
-    @property
-    def label(self) -> str:
-        return " + ".join(t for t, _ in self.steps) or "-"
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[Any]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    if not enabled:
-        yield None
-        return
-    with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=False) as p:
-        yield p
-
-
-def default_metric(eval_data: Dataset) -> str:
-    return "top1" if eval_data.labels is not None else "agreement"
-
-
-def check_chain(steps: list[tuple[str, dict[str, Any]]], has_source: bool = True) -> None:
-    """A chain is PyTorch techniques (if any) first, then ONNX passes; every name and option must be valid."""
-    seen_onnx = None
-    for technique, options in steps:
-        p = build_pass(technique, options)
-        if p.input_kind == "torch":
-            if seen_onnx:
-                raise ModelpressError(f"chain {[t for t, _ in steps]}: {technique} changes the PyTorch model, so it "
-                                      f"must come before ONNX techniques such as {seen_onnx}")
-            if not has_source:
-                raise ModelpressError(f"{technique} works on the PyTorch model: the study needs its source "
-                                      "(a 'package.module:factory')")
-        else:
-            seen_onnx = seen_onnx or technique
-
-
-def full_chain(chain: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    """Every step with every option, defaults included: what a recipe-as-run records and what cache keys hash."""
-    return [(t, build_pass(t, o).config.to_dict()) for t, o in chain]
+from modelpress.study.plan import Candidate, full_chain
+from modelpress.validate import Validator
 
 
 def _variant(name: str, technique: str | None, path: Path, **kw: Any) -> Variant:
@@ -268,73 +210,3 @@ def _profile_stage(run: _Run, variants: list[Variant], profiles: list[EdgeProfil
             if prog:
                 prog.advance(task_id)
     return [v for v in variants if v.name not in broken]
-
-
-def compare(
-    reference: str | Path, out_dir: str | Path, candidates: list[Candidate], profiles: list[EdgeProfile], *,
-    eval_data: Dataset, calib_data: Dataset | None = None, profile_config: ProfileConfig | None = None,
-    title: str = "modelpress comparison", task: dict[str, Any] | None = None, max_accuracy_drop: float = 0.01,
-    show_progress: bool = True, metric: str | None = None, source: str | None = None, export_config: Any = None,
-    finetune: Any = None, train_data: Dataset | None = None, cache: Any = None, selection: dict | None = None,
-    extra: dict[str, Any] | None = None, min_fidelity: Any = DEFAULT_MIN_FIDELITY, runtime: str = "ort-cpu",
-) -> dict[str, Any]:
-    """`metric`: "top1" (needs labels), "agreement" (top-1 agreement with fp32) or "cosine" (mean cosine
-    similarity to fp32's outputs, for embedding models); default top1 with labels, else agreement.
-
-    Every candidate is built through the validation choke point (`min_fidelity` against the reference, on the
-    calibration data when given, so repairs are not tuned on the evaluation set; else on the evaluation data).
-    A candidate that fails at build, validation, evaluation or profiling is recorded under `failed` (with its
-    stage) and the study goes on; the study raises only when the reference itself fails, or (require_completed,
-    after every output is written) when no candidate completed.
-
-    Chains may start with PyTorch techniques (pruning, low-rank): those run on `source` (the factory the
-    reference was exported from), with `finetune`/`train_data`, before export with `export_config`.
-    `cache` (a StepCache) reuses finished builds, evaluations and profiles; `extra` is merged into the report."""
-    reference = check_onnx_file(reference)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pcfg = profile_config or ProfileConfig(op_breakdown=True)
-    metric = metric or default_metric(eval_data)
-    floor = FidelityFloor.parse(min_fidelity)
-    for c in candidates:  # fail on a bad technique or option before any work is done
-        check_chain(c.steps, has_source=source is not None)
-    run = _Run(Path(reference), out_dir, eval_data, calib_data, cache, runtime, paths={"fp32": Path(reference)})
-    variants = [_variant("fp32", None, reference)]
-    build_inputs = None if cache is None else [
-        variants[0].sha256, data_sha256(calib_data), data_sha256(eval_data), None if floor is None else str(floor),
-        runtime, source, asdict(export_config) if export_config else None, asdict(finetune) if finetune else None]
-    train_sha = data_sha256(train_data) if cache is not None else None
-    kw = dict(source=source, export_config=export_config, finetune=finetune, train_data=train_data,
-              min_fidelity=floor, runtime=runtime,
-              # validate (and steer repairs) on calibration samples; evaluation data stays for the measurement
-              data=calib_data if calib_data is not None else eval_data,
-              data_source="calibration data" if calib_data is not None else "evaluation data")
-    with _progress(show_progress) as prog:
-        _build_stage(run, candidates, variants, build_inputs, train_sha, prog, kw)
-        variants = _evaluate_stage(run, variants, prog)
-        variants = _profile_stage(run, variants, profiles, pcfg, prog)
-
-    report = build_report(
-        variants, [p.to_dict() for p in profiles], title=title,
-        task={"metric": metric, "eval_samples": len(eval_data), "runtime": runtime,
-              "min_fidelity": None if floor is None else str(floor),
-              "calib_samples": None if calib_data is None else len(calib_data), **(task or {})},
-        profile_config=asdict(pcfg), max_accuracy_drop=max_accuracy_drop, objective_profile=profiles[0].name,
-        selection=selection,
-    )
-    report["failed"] = {f["name"]: f"{f['stage']}: {f['reason']}" for f in run.failures}
-    report["failures"] = run.failures
-    if cache is not None:
-        report["cache"] = {"hits": cache.hits, "misses": cache.misses}
-    report.update(extra or {})
-    write_json(out_dir / "report.json", report)
-    write_text(out_dir / "report.md", render_markdown(report))
-    return report
-
-
-def require_completed(report: dict[str, Any], out_dir: str | Path) -> None:
-    """A study is a success when the reference and at least one candidate completed (exit 0); otherwise
-    CheckFailed (exit 3), raised by the caller after every output is written."""
-    if len(report["variants"]) < 2 and report.get("failed"):
-        raise CheckFailed(f"no candidate completed ({'; '.join(f'{n}: {e}' for n, e in report['failed'].items())}); "
-                          f"the report is in {out_dir}")
