@@ -487,3 +487,31 @@ def test_bad_finetune_data_is_refused_before_training(tmp_path, labels, needle):
                 "--finetune-data", str(tmp_path / "ft.npz"), "-o", str(tmp_path / "p.onnx"))
     assert_clean_error(p, 2, needle)
     assert not (tmp_path / "p.onnx").exists() and (tmp_path / "ft.npz").read_bytes() == before
+
+
+@pytest.mark.parametrize("profile, needle", [
+    ("{runner: ort-cpu, runtime_options: {performance_hint: LATENCY}}", "runtime ort-cpu: unknown option"),
+    ("{runner: ort-cpu, runtime_options: {graph_optimization: max}}", "graph_optimization must be one of"),
+    ("{runner: ort-cpu, runtime_options: [1, 2]}", "runtime_options must be a mapping"),
+    ("{runner: tflite}", "unknown runtime 'tflite'"),
+])
+def test_study_runtime_options_are_checked_where_written(study_folder, profile, needle):
+    """A runtime's own options in a study recipe are checked like a technique's: one line with file and line."""
+    from modelpress.study import load_study_recipe
+
+    with pytest.raises(ModelpressError, match=needle) as e:
+        load_study_recipe(_write(study_folder, STUDY + f"profile: {profile}\n", "ro.yaml"))
+    assert str(e.value).startswith(str(study_folder / "ro.yaml")) and "\n" not in str(e.value)
+
+
+def test_study_recipe_sections_are_typed_and_the_recipe_as_run_spells_them_out(study_folder):
+    from modelpress.benchmarks.profiler import ProfileConfig
+    from modelpress.study import SelectionConfig, load_study_recipe
+
+    rec = load_study_recipe(_write(study_folder, STUDY + "profile: {iterations: 7}\nselection: {max_accuracy_drop: 1pt}\n",
+                                   "typed.yaml"))
+    assert isinstance(rec.profile, ProfileConfig) and rec.profile.iterations == 7 and rec.profile.warmup == 20
+    assert isinstance(rec.selection, SelectionConfig) and rec.selection.max_accuracy_drop == 0.01
+    ran = yaml.safe_load(rec.to_yaml())
+    assert ran["profile"]["runtime_options"] == {} and ran["selection"]["max_accuracy_drop"] == "1pt"
+    assert ran["export"]["opset"] and "epochs" in ran["finetune"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from modelpress.cli.common import _emit, json_option
+from modelpress.cli.common import emit, json_option
 
 
 @click.group()
@@ -79,7 +79,7 @@ def info(target: str, targets_file: Path | None, as_json: bool) -> None:
         click.echo(f"  limits: uploads up to {lim.get('max_upload_bytes', 0) / 1e6:g} MB, queue {lim.get('queue')}, "
                    f"models kept {lim.get('ttl_s')} s; jobs running {jobs.get('running')}, queued {jobs.get('queued')}")
 
-    _emit(as_json, res, human)
+    emit(as_json, res, human)
 
 
 COMMANDS = [agent]  # registered on the `modelpress` group by modelpress.cli

@@ -16,7 +16,7 @@ def json_option(help_text: str | None = None):
     return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
-def _emit(as_json: bool, payload: dict, human) -> None:
+def emit(as_json: bool, payload: dict, human) -> None:
     """JSON on stdout for machines, or the human rendering."""
     if as_json:
         click.echo(json.dumps(payload, indent=2))
@@ -24,22 +24,22 @@ def _emit(as_json: bool, payload: dict, human) -> None:
         human()
 
 
-def _console():
+def console():
     from rich.console import Console
 
     return Console()
 
 
-def _names(text: str | None) -> list[str] | None:
+def split_names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
-def _path_source(source: str | None) -> Path | None:
+def path_source(source: str | None) -> Path | None:
     """A model source that is a file or folder (TorchScript, GGUF, HF folder), for the output-safety rule."""
     return Path(source) if source and Path(source).exists() else None
 
 
-def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
+def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     """--option key=value pairs; values are YAML scalars/lists (true, 128, [a, b])."""
     import yaml
 
@@ -59,10 +59,10 @@ def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _step_options(pairs: tuple[str, ...], techniques: list[str]) -> list[dict[str, Any]]:
+def step_options(pairs: tuple[str, ...], techniques: list[str]) -> list[dict[str, Any]]:
     """--option key=value (one technique) or TECHNIQUE.key=value (a chain) -> options per step."""
     per: list[dict[str, Any]] = [{} for _ in techniques]
-    for key, value in _options(pairs).items():
+    for key, value in parse_options(pairs).items():
         tech, dot, name = key.rpartition(".")
         name = name.replace("-", "_")  # --option per-channel=false reads like the CLI's own flags
         if not dot:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from modelpress.cli.common import _console, _emit, _options, _path_source, json_option
+from modelpress.cli.common import console, emit, parse_options, path_source, json_option
 from modelpress.errors import ModelpressError
 
 
@@ -40,7 +40,7 @@ def _run_compress(source: str, technique: str, options: dict[str, Any], output: 
     from modelpress.io import guard_outputs
     from modelpress.optimizers.pytorch import FinetuneConfig, compress_and_export
 
-    guard_outputs({"SOURCE": _path_source(source), "--finetune-data": finetune_data},
+    guard_outputs({"SOURCE": path_source(source), "--finetune-data": finetune_data},
                   {"-o": output, "the parity record": sidecar_path(output)})
     cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size)
     data = load_npz(finetune_data) if finetune_data else None
@@ -68,7 +68,7 @@ def _run_compress(source: str, technique: str, options: dict[str, Any], output: 
             t.add_column(c, justify="left" if c in ("layer", "type") else "right")
         for row in step.layers:
             t.add_row(*[f"{row[c]:.1%}" if c == "sparsity" else str(row.get(c, "")) for c in cols])
-        _console().print(t)
+        console().print(t)
         click.echo(f"parameters {res.params_before:,} -> {res.params_after:,} ({res.nonzero_after:,} non-zero, "
                    f"{1 - res.nonzero_after / max(1, res.params_before):.1%} fewer than before)")
         if res.finetune:
@@ -82,7 +82,7 @@ def _run_compress(source: str, technique: str, options: dict[str, Any], output: 
         for n in step.notes:
             click.echo(f"  note: {n}")
 
-    _emit(as_json, payload, human)
+    emit(as_json, payload, human)
 
 
 @click.command()
@@ -117,7 +117,7 @@ def prune(source: str, method: str, sparsity: float, scope: str, importance: str
           --epochs 2 -o pruned.onnx
       modelpress prune pkg.mod:factory --method 2:4 --exclude features.0 -o sparse.onnx
     """
-    options = _options(option_pairs)
+    options = parse_options(option_pairs)
     if method == "unstructured":
         technique, options = "prune-unstructured", {"sparsity": sparsity, "scope": scope, **options}
     elif method == "structured":
@@ -153,7 +153,7 @@ def lowrank(source: str, energy: float | None, rank_ratio: float | None, finetun
     Example:
       modelpress lowrank modelpress.models.digits:trained --energy 0.8 --epochs 1 -o lr.onnx
     """
-    options = _options(option_pairs)
+    options = parse_options(option_pairs)
     if energy is not None and rank_ratio is not None:
         raise ModelpressError("give --energy or --rank-ratio, not both")
     options.setdefault("energy", None if rank_ratio is not None else (0.9 if energy is None else energy))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from modelpress.cli.common import _emit, json_option
+from modelpress.cli.common import emit, json_option
 from modelpress.errors import ModelpressError
 
 
@@ -27,7 +27,7 @@ def _save_data(ds, output: Path, as_json: bool) -> None:
     payload = {"output": str(output), "samples": len(ds),
                "arrays": {k: [list(v.shape), str(v.dtype)] for k, v in ds.inputs.items()},
                "labels": None if ds.labels is None else int(ds.labels.max()) + 1}
-    _emit(as_json, payload, lambda: click.echo(
+    emit(as_json, payload, lambda: click.echo(
         f"wrote {output}: {len(ds)} samples; " + ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in ds.inputs.items())
         + ("" if ds.labels is None else f"; labels for {payload['labels']} classes")))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from modelpress.cli.common import _console, _emit, _path_source, _step_options, json_option
+from modelpress.cli.common import console, emit, path_source, step_options, json_option
 from modelpress.errors import ModelpressError
 
 
@@ -25,7 +25,7 @@ def llm() -> None:
 
 
 def _llm_done(as_json: bool, payload: dict, lines: list[str]) -> None:
-    _emit(as_json, payload, lambda: [click.echo(line) for line in lines])
+    emit(as_json, payload, lambda: [click.echo(line) for line in lines])
 
 
 @llm.command(name="export")
@@ -44,7 +44,7 @@ def llm_export(source: str, output: Path, opset: int, check_tokens: int, as_json
     from modelpress.exporters.llm import export_causal_lm
     from modelpress.io import guard_outputs
 
-    guard_outputs({"SOURCE": _path_source(source)}, {"-o": output})
+    guard_outputs({"SOURCE": path_source(source)}, {"-o": output})
     r = export_causal_lm(source, output, opset, check_tokens)
     p = r.parity
     lines = [f"exported {r.provenance['source']} ({r.provenance['model_type']}, {r.provenance['parameters']:,} parameters) "
@@ -84,7 +84,7 @@ def llm_quantize(folder: Path, techniques: tuple[str, ...], option_pairs: tuple[
     from modelpress.validate import FidelityFloor
 
     floor = FidelityFloor.parse(min_fidelity)
-    res = quantize_llm(folder, output, list(zip(techniques, _step_options(option_pairs, list(techniques)))),
+    res = quantize_llm(folder, output, list(zip(techniques, step_options(option_pairs, list(techniques)))),
                        min_fidelity=floor)
     lines = [f"{' -> '.join(techniques)}: wrote {output}/model.onnx ({res['size_bytes'] / 1e6:.1f} MB, "
              f"{res['size_ratio']:.3f}x of {res['size_before'] / 1e6:.1f} MB)"]
@@ -161,9 +161,9 @@ def llm_eval(folders: tuple[Path, ...], preset: str, ppl_tokens: int, new_tokens
                       f"{r['perplexity']:.3f} {r['perplexity'] - base['perplexity']:+.3f}", f"{r['ttft_ms']:.0f}",
                       f"{r['prefill_tok_s']:.0f}", f"{r['decode_tok_s']:.1f} {r['decode_tok_s'] / base['decode_tok_s']:.2f}x",
                       f"{r['peak_rss_mb']:.0f} MB")
-        _console().print(t)
+        console().print(t)
 
-    _emit(as_json, payload, human)
+    emit(as_json, payload, human)
 
 
 @llm.command(name="lora")
@@ -192,7 +192,7 @@ def llm_lora(source: str, output: Path, text_file: Path | None, rank: int, alpha
     from modelpress.optimizers.lora import LoraSettings, lora_and_export
     from modelpress.progress import progress_bar
 
-    guard_outputs({"SOURCE": _path_source(source), "--text": text_file}, {"-o": output})
+    guard_outputs({"SOURCE": path_source(source), "--text": text_file}, {"-o": output})
     check_output(output)
     text = None
     if text_file is not None:

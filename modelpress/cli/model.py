@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from modelpress.cli.common import _console, _emit, _names, _path_source, _step_options, json_option
+from modelpress.cli.common import console, emit, split_names, path_source, step_options, json_option
 from modelpress.errors import ModelpressError
 
 
@@ -42,12 +42,12 @@ def export(source: str, output: Path, opset: int, exporter: str, dynamic_batch: 
     from modelpress.exporters.torch_onnx import sidecar_path
     from modelpress.io import guard_outputs
 
-    guard_outputs({"SOURCE": _path_source(source), "--inputs": inputs_file},
+    guard_outputs({"SOURCE": path_source(source), "--inputs": inputs_file},
                   {"-o": output, "the parity record": sidecar_path(output)})
-    example, names = example_inputs(inputs_file, input_shapes, _names(input_names))
+    example, names = example_inputs(inputs_file, input_shapes, split_names(input_names))
     module, ex = load_model_source(source, example)
     cfg = ExportConfig(opset=opset, exporter=exporter, dynamic_batch=dynamic_batch, input_names=names,
-                       output_names=_names(output_names), atol=atol, rtol=rtol)
+                       output_names=split_names(output_names), atol=atol, rtol=rtol)
     res = export_onnx(module, ex, output, cfg)
 
     def human() -> None:
@@ -61,7 +61,7 @@ def export(source: str, output: Path, opset: int, exporter: str, dynamic_batch: 
         click.echo(f"  parity vs PyTorch (batches {p.batch_sizes}): max abs err {p.max_abs_err:.3g}, "
                    f"max rel err {p.max_rel_err:.3g} -> {'PASS' if p.passed else 'FAIL'} (atol {p.atol:g}, rtol {p.rtol:g})")
 
-    _emit(as_json, res.to_dict(), human)
+    emit(as_json, res.to_dict(), human)
 
 
 @click.command()
@@ -136,7 +136,7 @@ def profile(model: Path, presets: tuple[str, ...], cores: str | None, threads: i
             s = r.stats
             t.add_row(r.profile["name"], f"{s.p50_ms:.3f}", f"{s.p90_ms:.3f}", f"{s.p99_ms:.3f}", f"{s.mean_ms:.3f}",
                       f"{s.iqr_ms:.3f}", f"{s.throughput_items_s:.1f}", f"{r.cold_start_ms:.1f}", f"{r.peak_rss_mb:.0f} MB")
-        con = _console()
+        con = console()
         con.print(f"[bold]{model}[/bold]: batch {batch_size}, {results[0].inputs} inputs, {runtime}, "
                   f"{results[0].stats.n} timed runs; latencies in ms (std and all fields: --json)")
         con.print(t)
@@ -150,7 +150,7 @@ def profile(model: Path, presets: tuple[str, ...], cores: str | None, threads: i
                 top = ", ".join(f"{k} {v:.0%}" for k, v in list(r.op_breakdown.items())[:6])
                 con.print(f"  kernel time by op: {top}")
 
-    _emit(as_json, payload, human)
+    emit(as_json, payload, human)
 
 
 @click.command()
@@ -208,7 +208,7 @@ def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | Non
     else:
         if model is None or not techniques or output is None:
             raise ModelpressError("give MODEL, at least one -t TECHNIQUE and -o OUTPUT (or --recipe FILE)")
-        opts = _step_options(option_pairs, list(techniques))
+        opts = step_options(option_pairs, list(techniques))
         rec = Recipe(str(model), str(output), [Step(t, o) for t, o in zip(techniques, opts)], str(calib) if calib else None)
     from modelpress.io import guard_outputs
 
@@ -246,7 +246,7 @@ def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | Non
                 click.echo(f"  {r.technique}: validated ({v['checker'].split(' ')[0]} check, loads on {v['runtime']}"
                            f"{fid}; {v['samples']} samples of {v['data_source']}; floor {v['floor'] or 'none'})")
 
-    _emit(as_json, payload, human)
+    emit(as_json, payload, human)
 
 
 @click.command()
@@ -275,7 +275,7 @@ def sensitivity(model: Path, calib: Path, top: int, samples: int, as_json: bool)
         for i, s in enumerate(ranked[:top], 1):
             click.echo(f"{i:>4}  {s.node[:40]:40} {s.op_type:14} {fmt(s.activation_sqnr_db):>13} {fmt(s.weight_sqnr_db):>9}")
 
-    _emit(as_json, payload, human)
+    emit(as_json, payload, human)
 
 
 @click.command()
@@ -306,7 +306,7 @@ def evaluate(model: Path, data_file: Path, reference: Path | None, batch_size: i
             click.echo(f"  vs {reference}: top-1 agreement {f.top1_agreement * 100:.2f}%, cosine mean {f.cosine_mean:.5f} "
                        f"(min {f.cosine_min:.5f}), max abs err {f.max_abs_err:.4g}")
 
-    _emit(as_json, res.to_dict(), human)
+    emit(as_json, res.to_dict(), human)
 
 
 @click.command(name="list")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from modelpress.cli.common import _console, _emit, json_option
+from modelpress.cli.common import console, emit, json_option
 
 
 @click.command()
@@ -50,7 +50,7 @@ def package(model: Path, output: Path, report: Path | None, variant: str | None,
         if manifest.get("signed_by"):
             click.echo(f"  signed: manifest.sig, Ed25519 key {manifest['signed_by']['fingerprint']}")
 
-    _emit(as_json, {**manifest, "bundle_sha256": sha}, human)
+    emit(as_json, {**manifest, "bundle_sha256": sha}, human)
 
 
 @click.command()
@@ -75,9 +75,9 @@ def verify(bundle: Path, key: Path | None, runtime: str, as_json: bool) -> None:
     signed = (f"signed by {sg['fingerprint']}, signature verified with {key}" if sg["verified"] else
               f"signed by {sg['fingerprint']} but the signature was NOT checked (pass --key PUB.pem)" if sg["signed"]
               else "not signed")
-    _emit(as_json, res, lambda: click.echo(f"{bundle}: OK — {len(res['files'])} files, hashes match, model loads on {runtime}, "
-                                           f"I/O signature matches ({', '.join(s['name'] for s in res['signature']['inputs'])}"
-                                           f" -> {', '.join(s['name'] for s in res['signature']['outputs'])}); {signed}"))
+    emit(as_json, res, lambda: click.echo(f"{bundle}: OK — {len(res['files'])} files, hashes match, model loads on {runtime}, "
+                                          f"I/O signature matches ({', '.join(s['name'] for s in res['signature']['inputs'])}"
+                                          f" -> {', '.join(s['name'] for s in res['signature']['outputs'])}); {signed}"))
 
 
 @click.command(name="sign-keygen")
@@ -92,8 +92,8 @@ def sign_keygen(prefix: Path, as_json: bool) -> None:
     from modelpress.bundle import keygen
 
     res = keygen(prefix)
-    _emit(as_json, res, lambda: click.echo(f"wrote {res['private']} (private: keep it secret) and {res['public']} "
-                                           f"(give it to verifiers); fingerprint {res['fingerprint']}"))
+    emit(as_json, res, lambda: click.echo(f"wrote {res['private']} (private: keep it secret) and {res['public']} "
+                                          f"(give it to verifiers); fingerprint {res['fingerprint']}"))
 
 
 @click.command(name="gate")
@@ -162,7 +162,7 @@ def gate_cmd(new: Path, baseline: Path, max_latency_regression: str, max_accurac
                                              f" = -{res.max_accuracy_drop_pt:.2f} pt"))
         t.add_row("top-1", fmt(res.baseline_accuracy), fmt(res.new_accuracy),
                   "-" if res.accuracy_drop_pt is None else f"{-res.accuracy_drop_pt:+.2f} pt", limit)
-        _console().print(t)
+        console().print(t)
         if res.target:
             from modelpress.agent.client import describe_remote
 
@@ -170,7 +170,7 @@ def gate_cmd(new: Path, baseline: Path, max_latency_regression: str, max_accurac
         click.echo(f"accuracy: {res.accuracy_source}")
         click.echo("PASS" if res.passed else "FAIL: " + "; ".join(res.reasons))
 
-    _emit(as_json, res.to_dict(), human)
+    emit(as_json, res.to_dict(), human)
     if not res.passed:
         sys.exit(EXIT_REGRESSION)
 

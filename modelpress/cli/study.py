@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from modelpress.cli.common import _console, _emit, _path_source, json_option
+from modelpress.cli.common import console, emit, path_source, json_option
 
 
 @click.command()
@@ -33,14 +33,14 @@ def demo(out_dir: Path, epochs: int, iterations: int, presets: tuple[str, ...], 
                       profiles=presets or ("edge-1core", "edge-2core"), show_progress=not as_json)
 
     def human() -> None:
-        con = _console()
+        con = console()
         con.print(render_rich(report, wide=con.width >= 110))
         b = report["bundle"]
         con.print(f"Release bundle: {b['path']} ({'verified' if b['verified'] else 'NOT verified'}; sha256 {b['sha256'][:16]}…)")
         con.print(f"[dim]wrote {out_dir}/report.json, report.md, report.html, recipe.yaml (replay: modelpress run "
                   f"{out_dir}/recipe.yaml) and the models in {report['wall_s']:.0f}s[/dim]")
 
-    _emit(as_json, report, human)
+    emit(as_json, report, human)
 
 
 def _run_recipe(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json: bool, allow_outside: bool = False) -> None:
@@ -52,7 +52,7 @@ def _run_recipe(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json:
     rec = load_study_recipe(recipe, allow_outside=allow_outside)
     study = Path(rec.output)  # OUTPUT/recipe.yaml is left out: replaying it rewrites it with the same recipe
     guard_outputs({"RECIPE": recipe, "model": rec.model, **{f"data.{k}": v for k, v in rec.data.items()},
-                   "source": _path_source(rec.source)},
+                   "source": path_source(rec.source)},
                   {"--dump-recipe": dump_recipe,
                    **{f"the study's {n}": study / n for n in ("report.json", "report.md", "report.html")},
                    **{f"the study's {c['name']}.onnx": study / f"{c['name']}.onnx" for c in rec.candidates}},
@@ -68,7 +68,7 @@ def _run_recipe(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json:
             write_text(dump_recipe, report["recipe"])
 
     def human() -> None:
-        con = _console()
+        con = console()
         con.print(render_rich(report))
         for prof, names in report["pareto"].items():
             con.print(f"Pareto front on {prof}: {', '.join(names)}")
@@ -76,7 +76,7 @@ def _run_recipe(recipe: Path, dump_recipe: Path | None, no_cache: bool, as_json:
         cached = f"; cache: {c['hits']} reused, {c['misses']} computed" if c else ""
         con.print(f"wrote {out}/report.json, report.md, report.html and recipe.yaml{cached}")
 
-    _emit(as_json, report, human)
+    emit(as_json, report, human)
 
 
 _RUN_HELP = """Run a study recipe: every candidate chain, evaluated and profiled on every target, then the pick.
