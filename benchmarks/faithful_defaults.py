@@ -89,7 +89,10 @@ def main() -> None:
     ap.add_argument("models", nargs="+", choices=["mobilenetv2", "digits", "minilm"])
     ap.add_argument("--out", default="modelpress-faithful")
     ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--techniques", default=",".join(c.name for c in CANDIDATES),
+                    help="comma-separated techniques [default: %(default)s]; e.g. trt-int8")
     args = ap.parse_args()
+    candidates = [Candidate(t, t) for t in args.techniques.split(",") if t]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     m = describe()
     print(f"CPU: {m['cpu']} ({m['usable_cores']} usable cores; ISA flags: {', '.join(m['cpu_flags'])}); "
@@ -103,7 +106,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         ref, evald, calib, metric = {"mobilenetv2": mobilenet, "digits": digits, "minilm": minilm}[name](out)
-        rep = compare(ref, out, CANDIDATES, [prof], eval_data=evald, calib_data=calib, metric=metric,
+        rep = compare(ref, out, candidates, [prof], eval_data=evald, calib_data=calib, metric=metric,
                       profile_config=ProfileConfig(iterations=args.iterations, warmup=10), show_progress=False,
                       title=name)
         lines += [row(name, r, prof.name) for r in rep["variants"]]

@@ -111,10 +111,12 @@ class _HashingReader:
 
 def package(model: str | Path, output: str | Path, *, report: str | Path | None = None, recipe: str | Path | None = None,
             variant: str | None = None, name: str | None = None, timestamp: str | None = None,
-            sign: str | Path | None = None) -> dict[str, Any]:
+            sign: str | Path | None = None, calibration: str | Path | None = None) -> dict[str, Any]:
     """Write a reproducible bundle; returns its manifest. Nothing is written if anything fails.
     With `sign` (an Ed25519 private key PEM), also a detached signature `manifest.sig` over manifest.json's
-    exact bytes (Ed25519 is deterministic: signed bundles stay byte-reproducible)."""
+    exact bytes (Ed25519 is deterministic: signed bundles stay byte-reproducible). With `calibration` (a folder
+    from `modelpress calibrate`), its TensorRT calibration table goes in under calibration/, named in the
+    manifest."""
     import onnx
 
     from modelpress.benchmarks.report import versions
@@ -149,6 +151,7 @@ def package(model: str | Path, output: str | Path, *, report: str | Path | None 
         files["recipe.yaml"] = Path(recipe).read_bytes()
     elif rep and rep.get("recipe"):
         files["recipe.yaml"] = rep["recipe"].encode()
+    cal = _calibration_members(Path(calibration), files) if calibration is not None else None
     meta = {arc: dict(zip(("sha256", "size"), _hash_file(src) if isinstance(src, Path) else (_sha(src), len(src))))
             for arc, src in files.items()}
     metrics = _metrics_for(rep, meta["model.onnx"]["sha256"], variant) if rep else None
@@ -163,6 +166,8 @@ def package(model: str | Path, output: str | Path, *, report: str | Path | None 
         "versions": versions(), "recipe": files.get("recipe.yaml", b"").decode() or None, "metrics": metrics,
     }
     del m
+    if cal is not None:
+        manifest["calibration"] = cal
     if timestamp:
         manifest["created"] = timestamp
     if key is not None:
@@ -361,6 +366,20 @@ def _verify_in(bundle: Path, root: Path, pub: Any = None, key: str | Path | None
             "signing": {"signed": sig is not None, "verified": pub is not None,
                         "fingerprint": signed_by["fingerprint"] if signed_by else None,
                         "key": str(key) if pub is not None else None}}
+
+
+def _calibration_members(folder: Path, files: dict[str, Any]) -> dict[str, Any]:
+    """Add a `modelpress calibrate` folder's table files as calibration/NAME members; the manifest's record."""
+    from modelpress.optimizers.tensorrt import CALIBRATION_FILES
+
+    present = [n for n in CALIBRATION_FILES if (folder / n).is_file()]
+    if not folder.is_dir() or "calibration.flatbuffers" not in present:
+        raise ModelpressError(f"--calibration {folder}: not a folder written by `modelpress calibrate` "
+                              "(no calibration.flatbuffers)")
+    for n in present:
+        files[f"calibration/{n}"] = folder / n
+    return {"format": "tensorrt", "table": "calibration/calibration.flatbuffers",
+            "files": [f"calibration/{n}" for n in present]}
 
 
 def open_model(path: str | Path, workdir: Path, runtime: str = "ort-cpu") -> tuple[Path, dict[str, Any] | None]:

@@ -161,6 +161,9 @@ def _check_manifest(m: Any, where: str) -> None:
          "an object {package: version string}", versions)
     for opt in ("recipe", "created"):
         need(m.get(opt) is None or isinstance(m[opt], str), opt, "a string or null", m.get(opt))
+    cal = m.get("calibration")
+    need(cal is None or (isinstance(cal, dict) and isinstance(cal.get("table"), str) and cal["table"] in files),
+         "calibration", "null or an object whose table is a member", cal)
     met = m.get("metrics")
     need(met is None or isinstance(met, dict), "metrics", "an object or null", met)
     acc = (met or {}).get("accuracy")

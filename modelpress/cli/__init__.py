@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from modelpress import __version__
-from modelpress.cli import agent, compress, data, llm, model, release, study
+from modelpress.cli import agent, compress, data, llm, model, release, study, trt
 from modelpress.errors import EXIT_INTERNAL, ModelpressError
 
 
@@ -81,7 +81,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 for _command in (*model.COMMANDS, *data.COMMANDS, *study.COMMANDS, *release.COMMANDS, *compress.COMMANDS,
-                 *llm.COMMANDS, *agent.COMMANDS):
+                 *llm.COMMANDS, *agent.COMMANDS,
+                 *trt.COMMANDS):
     cli.add_command(_command)
 cli.add_command(study.run_cmd, name="study")  # `modelpress study RECIPE`: the same command under its study name
 

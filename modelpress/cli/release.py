@@ -20,9 +20,11 @@ from modelpress.cli.common import console, emit, json_option
 @click.option("--timestamp", help="Record this creation time in the manifest (off by default: bundles are reproducible).")
 @click.option("--sign", "sign_key", type=click.Path(path_type=Path),
               help="Sign the manifest with this Ed25519 private key (PEM; see `modelpress sign-keygen`).")
+@click.option("--calibration", type=click.Path(file_okay=False, path_type=Path),
+              help="A TensorRT calibration table folder (`modelpress calibrate`) to ship beside the model.")
 @json_option("Print the manifest as JSON.")
 def package(model: Path, output: Path, report: Path | None, variant: str | None, recipe: Path | None, name: str | None,
-            timestamp: str | None, sign_key: Path | None, as_json: bool) -> None:
+            timestamp: str | None, sign_key: Path | None, calibration: Path | None, as_json: bool) -> None:
     """Package a model as a reproducible release bundle (.mpk = tar.gz) with manifest and model card.
 
     The same inputs give a byte-identical bundle: fixed mtimes, owners, modes and member order, no
@@ -33,9 +35,10 @@ def package(model: Path, output: Path, report: Path | None, variant: str | None,
     from modelpress.bundle import package as make
     from modelpress.io import guard_outputs
 
-    guard_outputs({"MODEL": model, "--report": report, "--recipe": recipe, "--sign": sign_key}, {"-o": output})
+    guard_outputs({"MODEL": model, "--report": report, "--recipe": recipe, "--sign": sign_key,
+                   "--calibration": calibration}, {"-o": output})
     manifest = make(model, output, report=report, recipe=recipe, variant=variant, name=name, timestamp=timestamp,
-                    sign=sign_key)
+                    sign=sign_key, calibration=calibration)
     from modelpress.cache import file_sha256
 
     sha = file_sha256(output)

@@ -12,7 +12,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from modelpress.calibration import Reader
 from modelpress.data import Dataset, batch_size_for
@@ -180,7 +180,7 @@ class StaticInt8(Pass):
         yield from calibration_then_exclusion(self, ctx, first)
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+        from onnxruntime.quantization import CalibrationMethod, quantize_static
 
         c: StaticInt8Config = self.config  # type: ignore[assignment]
         calib, specs = self.calibration(model_in, calib)
@@ -213,15 +213,26 @@ class StaticInt8(Pass):
             quiet_ort_logs()
             with captured_output():
                 quantize_static(
-                    str(src), str(model_out), reader,
-                    quant_format=QuantFormat.QDQ if c.format == "qdq" else QuantFormat.QOperator,
-                    per_channel=c.per_channel, reduce_range=reduce_range, activation_type=_qtype(c.activation_type),
-                    weight_type=_qtype(c.weight_type), calibrate_method=method, op_types_to_quantize=c.op_types,
-                    nodes_to_exclude=exclude or None,
-                    extra_options={"QDQKeepRemovableActivations": c.keep_removable_activations},
+                    str(src), str(model_out), reader, per_channel=c.per_channel, reduce_range=reduce_range,
+                    calibrate_method=method, nodes_to_exclude=exclude or None, **self.quantize_args(),
                 )
         check_quantized(model_out, self.name)
-        return PassResult(self.name, c.to_dict(), pre_notes + notes + fused_ops_note(model_in))
+        return PassResult(self.name, c.to_dict(), pre_notes + notes + fused_ops_note(model_in) + self.check_output(model_out))
+
+    def quantize_args(self) -> dict[str, Any]:
+        """quantize_static's format, types, op types and extra options for this config (a subclass for another
+        target, e.g. TensorRT's explicit quantization, changes only these)."""
+        from onnxruntime.quantization import QuantFormat
+
+        c: StaticInt8Config = self.config  # type: ignore[assignment]
+        return {"quant_format": QuantFormat.QDQ if c.format == "qdq" else QuantFormat.QOperator,
+                "activation_type": _qtype(c.activation_type), "weight_type": _qtype(c.weight_type),
+                "op_types_to_quantize": c.op_types,
+                "extra_options": {"QDQKeepRemovableActivations": c.keep_removable_activations}}
+
+    def check_output(self, model_out: Path) -> list[str]:
+        """Target-specific checks of the written model (notes; raise to refuse it). Default: none."""
+        return []
 
 
 # The op types ORT's dynamic quantizer handles (IntegerOpsRegistry), for "everything but Conv".

@@ -23,6 +23,7 @@ PASSES: Mapping[str, type[Pass]] = LazyRegistry({
     "inc-static": "modelpress.optimizers.inc:IncStatic",
     "inc-dynamic": "modelpress.optimizers.inc:IncDynamic",
     "inc-tune": "modelpress.optimizers.inc:IncTune",
+    "trt-int8": "modelpress.optimizers.tensorrt:TrtInt8",
     # input_kind "torch": they change the PyTorch model, before export
     "prune-unstructured": "modelpress.optimizers.pytorch.pruning:UnstructuredPrune",
     "prune-nm": "modelpress.optimizers.pytorch.pruning:NMPrune",

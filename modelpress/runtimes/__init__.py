@@ -14,6 +14,7 @@ RUNNERS: Mapping[str, type[Runner]] = LazyRegistry({
     "ort-cuda": "modelpress.runtimes.ort:OrtCudaRunner",
     "ort-tensorrt": "modelpress.runtimes.ort:OrtTensorrtRunner",
     "openvino": "modelpress.runtimes.openvino:OpenVinoCpuRunner",
+    "tensorrt": "modelpress.runtimes.tensorrt:TensorrtRunner",
 })
 register_runner = RUNNERS.register  # type: ignore[attr-defined]
 

@@ -113,20 +113,32 @@ class OrtRunner(Runner):
         check_onnx_file(self.model_path)
         self._session = self._new_session()
 
-    def op_times_impl(self, feeds: list[Mapping[str, np.ndarray]], iterations: int) -> dict[str, float]:
-        """Microseconds per op type from ONNX Runtime's own profiler, in a second session (profiling slows the
-        timed one)."""
+    def _kernel_events(self, feeds: list[Mapping[str, np.ndarray]], iterations: int) -> list[dict[str, Any]]:
+        """The kernel events of ONNX Runtime's own profiler, from a second session (profiling slows the timed one)."""
         with tempfile.TemporaryDirectory(prefix="modelpress-ops-") as tmp:
             sess = self._new_session(os.path.join(tmp, "ops"))
             for i in range(iterations):
                 sess.run(None, dict(feeds[i % len(feeds)]))
-            trace = sess.end_profiling()
-            totals: dict[str, float] = defaultdict(float)
-            with open(trace) as f:
-                for ev in json.load(f):
-                    if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
-                        totals[ev.get("args", {}).get("op_name", "?")] += ev.get("dur", 0)
+            with open(sess.end_profiling()) as f:
+                return [ev for ev in json.load(f)
+                        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time")]
+
+    def op_times_impl(self, feeds: list[Mapping[str, np.ndarray]], iterations: int) -> dict[str, float]:
+        """Microseconds per op type."""
+        totals: dict[str, float] = defaultdict(float)
+        for ev in self._kernel_events(feeds, iterations):
+            totals[ev.get("args", {}).get("op_name", "?")] += ev.get("dur", 0)
         return dict(totals)
+
+    def placement(self, feeds: list[Mapping[str, np.ndarray]]) -> dict[str, list[str]]:
+        """Which execution provider ran each node (provider -> node names), from one profiled call: silent
+        fallback from TensorRT to CUDA or CPU is the first thing users of those providers trip over. Nodes a
+        provider fused (TensorRT subgraphs, fused kernels) appear under the fused node's name."""
+        where: dict[str, set[str]] = defaultdict(set)
+        for ev in self._kernel_events(feeds, 1):
+            args = ev.get("args", {})
+            where[args.get("provider", "?")].add(ev["name"][: -len("_kernel_time")])
+        return {p: sorted(n) for p, n in sorted(where.items())}
 
     @property
     def session(self):
