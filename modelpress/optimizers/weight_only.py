@@ -46,6 +46,10 @@ class _WeightOnly(Pass):
         from modelpress.optimizers.ort_quant import check_quantized
 
         c: WeightOnlyConfig = self.config  # type: ignore[assignment]
+        if c.algorithm in ("gptq", "hqq"):  # onnxruntime runs both on PyTorch
+            from modelpress._deps import require
+
+            require("torch", f"{self.name} algorithm={c.algorithm}")
         if c.algorithm == "gptq":
             calib, _ = self.calibration(model_in, calib)
             algo = mnb.GPTQWeightOnlyQuantConfig(Reader(calib.take(c.max_calib_samples), 1), block_size=c.block_size)
