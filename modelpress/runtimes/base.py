@@ -103,8 +103,16 @@ class Runner(abc.ABC):
 
     @classmethod
     def version(cls) -> str | None:
-        """The runtime's version (reports and bundles record it); None where it is not installed."""
-        return None
+        """The runtime's version (reports and bundles record it): its `package`'s __version__; None where it is
+        not installed."""
+        if not cls.package:
+            return None
+        import importlib
+
+        try:
+            return str(importlib.import_module(cls.package).__version__)
+        except ImportError:
+            return None
 
     def load(self) -> None:
         if self._loaded:

@@ -50,14 +50,6 @@ class OpenVinoCpuRunner(Runner):
             return False, "openvino is not installed (pip install 'modelpress[openvino]')"
         return True, ""
 
-    @classmethod
-    def version(cls) -> str | None:
-        try:
-            import openvino
-        except ImportError:
-            return None
-        return openvino.__version__
-
     def config(self, perf_count: bool = False) -> dict[str, Any]:
         """The CPU plugin's properties for these options (intra-op threads 0 = the plugin's default)."""
         o = self.options

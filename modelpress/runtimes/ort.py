@@ -75,14 +75,6 @@ class OrtRunner(Runner):
             return False, f"{cls.provider_names[0]} is not in this onnxruntime build (has: {', '.join(have)})"
         return True, ""
 
-    @classmethod
-    def version(cls) -> str | None:
-        try:
-            import onnxruntime
-        except ImportError:
-            return None
-        return onnxruntime.__version__
-
     def providers(self) -> list[Any]:
         """The providers with their options, in priority order."""
         return list(self.provider_names)

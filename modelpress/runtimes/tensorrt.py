@@ -76,13 +76,6 @@ class TensorrtRunner(Runner):
             return False, "PyTorch with CUDA is needed for device buffers (pip install 'modelpress[torch]')"
         return True, ""
 
-    @classmethod
-    def version(cls) -> str | None:
-        try:
-            return _trt().__version__
-        except ImportError:
-            return None
-
     def load_impl(self) -> None:
         import torch
 
