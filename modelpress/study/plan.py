@@ -90,6 +90,7 @@ class StudyPlan:
     cache: Any = None  # a StepCache: finished builds, evaluations and profiles are reused
     task: dict[str, Any] = field(default_factory=dict)  # merged into the report's task
     extra: dict[str, Any] = field(default_factory=dict)  # merged into the report
+    ray_resources: dict[str, float] | None = None  # node labels every timing needs (the Ray executor's placement)
 
     @property
     def runtime(self) -> str:

@@ -68,6 +68,7 @@ class StudyRecipe:
     metric: str | None = None
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     min_fidelity: str | None = None  # the validation floor of every ONNX step (None: the default)
+    ray_resources: dict[str, float] | None = None  # profile.ray_resources: node labels timings need (Ray executor)
 
     def to_yaml(self, base: Path | None = None) -> str:
         rel = (lambda p: p if p is None or base is None or ":" in p and not os.path.exists(p)  # noqa: E731
@@ -86,7 +87,10 @@ class StudyRecipe:
 
         sel = dataclasses.asdict(self.selection)  # the budget is written with its unit ('0.5pt' or '1%')
         sel["max_accuracy_drop"] = format_accuracy_budget(self.selection.max_accuracy_drop, self.selection.relative)
-        doc.update(profiles=self.profiles, profile=dataclasses.asdict(self.profile), metric=self.metric,
+        profile = dataclasses.asdict(self.profile)
+        if self.ray_resources:
+            profile["ray_resources"] = dict(self.ray_resources)
+        doc.update(profiles=self.profiles, profile=profile, metric=self.metric,
                    selection=sel, min_fidelity=self.min_fidelity, output=rel(self.output))
         return "# modelpress study recipe: replay with `modelpress run FILE`\n" + yaml.safe_dump(
             doc, sort_keys=False, default_flow_style=False)
@@ -169,7 +173,8 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
         if not Path(resolve(v)).is_file():
             raise ModelpressError(f"{_where(vn, path)}: data.{k}: no such file: {v}")
         data[k] = resolve(v)
-    for section, allowed in (("selection", _SELECTION), ("profile", {f.name for f in dataclasses.fields(ProfileConfig)})):
+    for section, allowed in (("selection", _SELECTION),
+                             ("profile", {f.name for f in dataclasses.fields(ProfileConfig)} | {"ray_resources"})):
         if section in top:
             _check_keys(top[section][1], path, allowed, section)
     selection = {"max_accuracy_drop": 0.01, **(doc.get("selection") or {})}
@@ -195,8 +200,10 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
             raise ModelpressError(f"{at(section)}: {section!r} must be a mapping")
     export = _typed("export", doc.get("export") or {}, ExportConfig, top, path)
     finetune = _typed("finetune", doc.get("finetune") or {}, FinetuneConfig, top, path)
-    profile = _typed("profile", {"warmup": 20, "op_breakdown": True, **(doc.get("profile") or {})}, ProfileConfig,
-                     top, path)
+    ray_resources = _ray_resources((doc.get("profile") or {}).get("ray_resources"), top, path)
+    profile = _typed("profile", {"warmup": 20, "op_breakdown": True, **{k: v for k, v in (doc.get("profile") or {})
+                                                                        .items() if k != "ray_resources"}},
+                     ProfileConfig, top, path)
     try:
         profile.check()  # the runtime exists here and its runtime_options are its own
     except ModelpressError as e:
@@ -251,7 +258,18 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
     return StudyRecipe(output=output, candidates=candidates, data=data, source=doc.get("source"),
                        model=resolve(model) if model else None, title=doc.get("title") or "modelpress study",
                        export=export, finetune=finetune, profiles=profiles, profile=profile, metric=doc.get("metric"),
-                       selection=sel_cfg, min_fidelity=_min_fidelity(doc, top, path))
+                       selection=sel_cfg, min_fidelity=_min_fidelity(doc, top, path), ray_resources=ray_resources)
+
+
+def _ray_resources(raw: Any, top: dict, path: Path) -> dict[str, float] | None:
+    """profile.ray_resources: {name: amount > 0}, the Ray node resources every timing needs (e.g. device_rpi5: 1)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and not
+                                            isinstance(v, bool) and v > 0 for k, v in raw.items()):
+        raise ModelpressError(f"{_where(top['profile'][1], path)}: profile.ray_resources must map resource names to "
+                              "amounts > 0, e.g. {device_rpi5: 1}")
+    return {k: float(v) for k, v in raw.items()} or None
 
 
 def _min_fidelity(doc: dict, top: dict, path: Path) -> str | None:
