@@ -5,7 +5,8 @@ Every entry is written to a temp file and renamed into place, so an entry either
 all: a run killed with SIGKILL never leaves a half-written file that a later run could pick up.
 
 And no entry is trusted before it is checked: a JSON entry carries the sha256 of its value (and its kind
-and key), a model entry's meta carries the sha256 of the model file. An entry that does not parse, is not
+and key), a model entry's meta carries the sha256 of the model file (and, for a model with external data,
+of its one data file `KEY.onnx.data`, hashed as a stream and stored beside it). An entry that does not parse, is not
 of the expected type, or whose bytes no longer match its hash (disk damage, a hand edit, a copy from
 elsewhere) is a miss: it is deleted and recomputed, and never copied into a study.
 """
@@ -99,11 +100,22 @@ class StepCache:
     def _onnx(self, key: str) -> Path:
         return self.root / "models" / f"{key}.onnx"
 
+    def _data(self, key: str) -> Path:
+        return self.root / "models" / f"{key}.onnx.data"
+
     def _discard(self, kind: str, key: str) -> None:
         """Delete a damaged entry (a model's meta first: without it the model file is not an entry)."""
         self._json(kind, key).unlink(missing_ok=True)
         if kind == "models":
             self._onnx(key).unlink(missing_ok=True)
+            self._data(key).unlink(missing_ok=True)
+
+    def _files_match(self, key: str, meta: dict[str, Any]) -> bool:
+        """The entry's model (and data file, when its meta names one) still hash to what its meta says."""
+        if file_sha256(self._onnx(key)) != meta["sha256"]:
+            return False
+        data_sha = meta.get("data_sha256")
+        return data_sha is None or (self._data(key).is_file() and file_sha256(self._data(key)) == data_sha)
 
     def _lookup(self, kind: str, key: str, expect: type | tuple[type, ...] = dict) -> Any | None:
         """The checked value, or None (a damaged entry is deleted). Counts nothing."""
@@ -147,17 +159,37 @@ class StepCache:
         meta = self._checked_meta(key)
         p = self._onnx(key)
         if meta is not None:
-            if file_sha256(p) == meta["sha256"]:
+            if self._files_match(key, meta):
                 return p
             self._discard("models", key)
         self.misses += 1
         return None
 
     def put_model(self, key: str, path: Path, meta: dict[str, Any]) -> None:
-        """The model first, then its meta (with the model's sha256): the meta's presence marks the entry
-        complete, and its hash is what every later use checks the model against."""
+        """The model first, then its meta (with the model's sha256, and its data file's): the meta's presence
+        marks the entry complete, and its hashes are what every later use checks the model against. A model
+        with external data is stored as KEY.onnx + KEY.onnx.data (modelpress.io.place_model)."""
+        from modelpress.io import place_model
+        from modelpress.onnxutil import has_external_data
+
         dest = self._onnx(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            external = has_external_data(path)
+        except Exception:  # noqa: BLE001 - not parseable as ONNX: cached as an opaque file
+            external = False
+        if external:
+            from modelpress.onnxutil import model_files
+
+            before = [file_sha256(f) for f in model_files(path)[1:]]
+            place_model(path, dest)
+            data_sha = file_sha256(self._data(key))
+            if len(before) == 1 and before[0] != data_sha:  # the source changed while being copied
+                self._discard("models", key)
+                raise ModelpressError(f"{path} changed while it was being cached")
+            extra = {"data_sha256": data_sha, "size_bytes": os.path.getsize(dest) + os.path.getsize(self._data(key))}
+            self.put("models", key, {**meta, "sha256": file_sha256(dest), **extra})
+            return
         sha = file_sha256(path)
         with atomic_path(dest, suffix=".onnx") as tmp:
             shutil.copyfile(path, tmp)
@@ -172,7 +204,7 @@ class StepCache:
         meta = self._checked_meta(key)
         if meta is not None:
             try:
-                _copy_checked(self._onnx(key), Path(dest), meta["sha256"])
+                _copy_checked(self._onnx(key), Path(dest), meta["sha256"], meta.get("data_sha256"))
             except CacheEntryDamaged:
                 self._discard("models", key)
                 meta = None
@@ -192,14 +224,18 @@ class StepCache:
         try:
             if not ok or not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
                 raise CacheEntryDamaged(f"cache entry {cached} has no valid meta; rerun to rebuild it")
-            _copy_checked(cached, Path(dest), meta["sha256"])
+            _copy_checked(cached, Path(dest), meta["sha256"], meta.get("data_sha256"))
         except CacheEntryDamaged:
             cached.with_suffix(".json").unlink(missing_ok=True)
             cached.unlink(missing_ok=True)
+            Path(f"{cached}.data").unlink(missing_ok=True)
             raise
 
 
-def _copy_checked(src: Path, dest: Path, sha256: str) -> None:
+def _copy_checked(src: Path, dest: Path, sha256: str, data_sha256: str | None = None) -> None:
+    if data_sha256 is not None:  # KEY.onnx + KEY.onnx.data: both checked, then placed as one artifact at dest
+        _place_checked(src, dest, sha256, data_sha256)
+        return
     with atomic_path(dest, suffix=".onnx") as tmp:
         try:
             shutil.copyfile(src, tmp)
@@ -207,3 +243,20 @@ def _copy_checked(src: Path, dest: Path, sha256: str) -> None:
             raise CacheEntryDamaged(f"cache entry {src} disappeared; rerun to rebuild it") from None
         if file_sha256(tmp) != sha256:
             raise CacheEntryDamaged(f"cache entry {src} does not match its sha256; it was deleted: rerun to rebuild it")
+
+
+def _place_checked(src: Path, dest: Path, sha256: str, data_sha256: str) -> None:
+    """Copy an entry with external data to `dest` (+ DEST.data); the copied data is hashed before either file
+    replaces anything at `dest`."""
+    from modelpress.io import DataCheckFailed, place_model
+
+    data = Path(f"{src}.data")
+    try:
+        if file_sha256(src) != sha256:
+            raise CacheEntryDamaged(f"cache entry {src} does not match its sha256; it was deleted: rerun to rebuild it")
+        place_model(src, dest, check_data=lambda tmp: file_sha256(tmp) == data_sha256)
+    except FileNotFoundError:
+        raise CacheEntryDamaged(f"cache entry {src} disappeared; rerun to rebuild it") from None
+    except DataCheckFailed:
+        raise CacheEntryDamaged(f"cache entry {data} does not match its sha256; it was deleted: rerun to rebuild "
+                                "it") from None

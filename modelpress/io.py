@@ -23,7 +23,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 
 from modelpress.errors import ModelpressError
 
@@ -176,6 +176,130 @@ def atomic_dir(dest: PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_paths(*dests: PathLike) -> Iterator[list[Path]]:
+    """atomic_path for several files that form one artifact (a model and its external data): yield a temp
+    beside each; only if the block succeeds are they renamed into place, in the order given (put the files
+    others point at first: the data, then the model), so the last rename is the one that publishes it."""
+    made: list[tuple[Path, int]] = []
+    try:
+        for d in map(Path, dests):
+            made.append(_new_temp(d, d.suffix or ".tmp", is_dir=False))
+        yield [t for t, _ in made]
+        for (tmp, _), d in zip(made, map(Path, dests)):
+            try:
+                os.replace(tmp, d)
+            except OSError as e:
+                raise _cannot_write(d, e) from None
+    finally:
+        for tmp, fd in made:
+            try:
+                tmp.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+
+
+def _transfer(src: Path, dst: Path, move: bool) -> None:
+    """Move (a rename where both sit on one file system) or stream-copy `src` onto `dst`."""
+    if move:
+        try:
+            os.replace(src, dst)
+            return
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+    shutil.copyfile(src, dst)
+
+
+def _merge_external(folder: Path, proto: Any, out: Path) -> dict[tuple[str, int], int]:
+    """Copy every external tensor's bytes (from files in `folder`) into the one file `out`, in chunks:
+    -> (old location, old offset) -> new offset (64-byte aligned)."""
+    from modelpress.onnxutil import all_tensors
+
+    offsets: dict[tuple[str, int], int] = {}
+    with open(out, "wb") as w:
+        for t in all_tensors(proto):
+            info = {kv.key: kv.value for kv in t.external_data}
+            if "location" not in info:
+                continue
+            key = (info["location"], int(info.get("offset", 0)))
+            if key in offsets:
+                continue
+            pos = w.tell()
+            if pos % 64:
+                w.write(b"\0" * (64 - pos % 64))
+                pos = w.tell()
+            offsets[key] = pos
+            with open(folder / key[0], "rb") as r:
+                r.seek(key[1])
+                left = int(info["length"]) if "length" in info else -1
+                while left != 0:
+                    chunk = r.read(1 << 24 if left < 0 else min(left, 1 << 24))
+                    if not chunk:
+                        break
+                    w.write(chunk)
+                    left -= len(chunk)
+    return offsets
+
+
+class DataCheckFailed(ModelpressError):
+    """place_model's `check_data` refused the copied external data (nothing was placed)."""
+
+
+def place_model(src: PathLike, dest: PathLike, move: bool = False,
+                check_data: "Callable[[Path], bool] | None" = None) -> Path:
+    """Put the model at `src` with its external data at `dest` as one artifact: its data become the one file
+    `DEST.data` beside it (the locations inside the model rewritten to match, from the graph alone: the
+    weights are never parsed), written as temps beside `dest` and renamed into place only when both are whole,
+    data first. `move` renames the source's files (a private work folder) instead of copying gigabytes. A stale
+    `DEST.data` of a previous external-data model at `dest` is removed once an inline model replaces it.
+    `check_data(temp data file)` may refuse the copy (a cache entry's hash) before anything is placed."""
+    import onnx
+
+    from modelpress.onnxutil import data_file_name, external_locations, relocate_external_data
+
+    src, dest = Path(src), Path(dest)
+    proto = onnx.load(str(src), load_external_data=False)
+    locs = external_locations(proto)
+    data_dest = dest.parent / data_file_name(dest)
+    if not locs:
+        stale = False
+        if data_dest.is_file() and dest.is_file():
+            try:
+                stale = data_dest.name in external_locations(onnx.load(str(dest), load_external_data=False))
+            except Exception:  # noqa: BLE001 - not a model: nothing of ours to tidy
+                pass
+        with atomic_path(dest, suffix=".onnx") as tmp:
+            _transfer(src, tmp, move)
+        if stale:
+            data_dest.unlink(missing_ok=True)
+        return dest
+    with atomic_paths(data_dest, dest) as (tmp_data, tmp_model):
+        if len(locs) == 1:
+            _transfer(src.parent / locs[0], tmp_data, move)
+            relocate_external_data(proto, data_dest.name)
+        else:
+            relocate_external_data(proto, data_dest.name, _merge_external(src.parent, proto, tmp_data))
+        if check_data is not None and not check_data(tmp_data):
+            raise DataCheckFailed(f"the external data of {src} changed while it was being copied")
+        os.chmod(tmp_data, 0o666 & ~_umask())  # onnx writes data files 0600; artifacts get normal permissions
+        onnx.save_model(proto, str(tmp_model))
+    return dest
+
+
+def remove_model(path: PathLike) -> None:
+    """Delete a model file and the external data files it names (a temp model's, a discarded try's)."""
+    from modelpress.onnxutil import model_files
+
+    path = Path(path)
+    try:
+        files = model_files(path)
+    except Exception:  # noqa: BLE001 - unreadable: delete the file itself
+        files = [path]
+    for f in files:
+        f.unlink(missing_ok=True)
 
 
 def _umask() -> int:

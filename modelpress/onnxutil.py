@@ -140,19 +140,8 @@ def _check_external_data(model, path: Path) -> None:
 
 
 def model_size_bytes(path: str | Path) -> int:
-    """Size on disk, external data files included."""
-    import onnx
-
-    path = Path(path)
-    total = path.stat().st_size
-    model = onnx.load(str(path), load_external_data=False)
-    seen: set[str] = set()
-    for t in _initializers(model.graph):
-        for kv in t.external_data:
-            if kv.key == "location" and kv.value not in seen:
-                seen.add(kv.value)
-                total += (path.parent / kv.value).stat().st_size
-    return total
+    """Size on disk, external data files included (each counted once)."""
+    return sum(p.stat().st_size for p in dict.fromkeys(model_files(path)))
 
 
 def _initializers(graph):
@@ -238,3 +227,81 @@ def graph_stats(path: str | Path, dims: dict[str, int] | None = None) -> dict[st
             macs += int(np.prod(out)) * int(k)
             known += 1
     return {"params": params, "macs": macs if known else None, "flops": 2 * macs if known else None}
+
+
+# --------------------------------------------------------------------------- external data (models past 2 GB)
+
+# Outputs are written with external data when their input had it, or when the model's tensors exceed this: a
+# protobuf cannot hold more than 2 GB, and a large inline .onnx is parsed in one piece (a full extra copy).
+EXTERNAL_THRESHOLD_BYTES = 1 << 30
+EXTERNAL_MIN_TENSOR_BYTES = 1024  # smaller tensors stay inline (shape constants, scales)
+
+
+def data_file_name(model_path: str | Path) -> str:
+    """The one external-data file modelpress writes for a model: `NAME.onnx.data`, beside it."""
+    return Path(model_path).name + ".data"
+
+
+def has_external_data(path: str | Path) -> bool:
+    """Whether the model at `path` keeps tensors in external files (reads the graph only, never the weights)."""
+    import onnx
+
+    return bool(external_locations(onnx.load(str(path), load_external_data=False)))
+
+
+def model_files(path: str | Path) -> list[Path]:
+    """The model file followed by its external data files (what a copy, a hash or a bundle must carry)."""
+    import onnx
+
+    path = Path(path)
+    return [path, *(path.parent / loc for loc in external_locations(onnx.load(str(path), load_external_data=False)))]
+
+
+def wants_external_data(model_in: str | Path) -> bool:
+    """Whether a pass's output from `model_in` should keep its weights externally: when the input does, or
+    when the input is past EXTERNAL_THRESHOLD_BYTES."""
+    return has_external_data(model_in) or model_size_bytes(model_in) > EXTERNAL_THRESHOLD_BYTES
+
+
+def save_model(model, path: str | Path, external: bool) -> None:
+    """Write a ModelProto whose tensors are in memory. With `external`, every tensor of at least
+    EXTERNAL_MIN_TENSOR_BYTES goes into one file `PATH.data` beside it (written tensor by tensor, each one's
+    bytes released once written), so no serialization ever holds the weights; without it, one protobuf (which
+    fails past 2 GB: callers decide with wants_external_data)."""
+    import onnx
+
+    path = Path(path)
+    if not external:
+        onnx.save_model(model, str(path))
+        return
+    data = path.parent / data_file_name(path)
+    data.unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data.name, size_threshold=EXTERNAL_MIN_TENSOR_BYTES, convert_attribute=False)
+
+
+def ort_output_options(so, model_out: str | Path, external: bool) -> None:
+    """SessionOptions entries that make ONNX Runtime's `optimized_model_filepath` write its initializers to
+    `OUT.onnx.data` (else it writes one protobuf, which fails past 2 GB)."""
+    if external:
+        so.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                    data_file_name(model_out))
+        so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
+                                    str(EXTERNAL_MIN_TENSOR_BYTES))
+
+
+def relocate_external_data(model, new_location: str, offsets: dict[tuple[str, int], int] | None = None) -> None:
+    """Point every external tensor of `model` (a proto loaded without its data) at `new_location`; with
+    `offsets`, (old location, old offset) -> new offset."""
+    for t in all_tensors(model):
+        info = {kv.key: kv.value for kv in t.external_data}
+        if "location" not in info:
+            continue
+        new_off = None if offsets is None else offsets[(info["location"], int(info.get("offset", 0)))]
+        for kv in t.external_data:
+            if kv.key == "location":
+                kv.value = new_location
+            elif kv.key == "offset" and new_off is not None:
+                kv.value = str(new_off)
+        if new_off is not None and "offset" not in info:
+            t.external_data.add(key="offset", value=str(new_off))

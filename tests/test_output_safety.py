@@ -221,7 +221,8 @@ def test_sigterm_mid_optimize_leaves_no_temp(tmp_path, tiny_onnx):
     rng = np.random.default_rng(0)
     from modelpress.data import Dataset
 
-    Dataset({"input": rng.random((4000, 1, 16, 16), dtype=np.float32)}).save(tmp_path / "big.npz")
+    # enough calibration work (~8 s here) that the signal lands mid-run even on a loaded machine
+    Dataset({"input": rng.random((16000, 1, 16, 16), dtype=np.float32)}).save(tmp_path / "big.npz")
     (tmp_path / "m.onnx").write_bytes(tiny_onnx.read_bytes())
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
@@ -229,7 +230,7 @@ def test_sigterm_mid_optimize_leaves_no_temp(tmp_path, tiny_onnx):
     out.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "modelpress", "optimize", str(tmp_path / "m.onnx"), "-t", "static-int8", "--calib",
-         str(tmp_path / "big.npz"), "--option", "max_calib_samples=4000", "--option", "calib_batch_size=1",
+         str(tmp_path / "big.npz"), "--option", "max_calib_samples=16000", "--option", "calib_batch_size=1",
          "--option", "calibration=percentile", "-o", str(out / "m.int8.onnx")],
         cwd=ROOT, env={**os.environ, "TMPDIR": str(tmpdir)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ours = lambda: [p for p in [*tmpdir.iterdir(), *out.iterdir()] if p.name != ".ses"]  # noqa: E731

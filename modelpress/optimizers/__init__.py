@@ -11,7 +11,7 @@ import tempfile
 
 from modelpress.data import Dataset
 from modelpress.errors import BelowFidelityFloor, GoalNotMet, ModelpressError
-from modelpress.io import atomic_path
+from modelpress.io import place_model
 from modelpress.onnxutil import check_onnx_file
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
 from modelpress.optimizers.registry import PASSES, build_pass, register_pass
@@ -44,6 +44,10 @@ def optimize(
         raise ModelpressError(f"{technique} needs calibration data: pass --calib FILE.npz")
     if model_out.resolve() == Path(model_in).resolve():
         raise ModelpressError("output must differ from the input model")
+    _refuse_data_clash(Path(model_in), model_out)
+    from modelpress.optimizers.memory import check_memory
+
+    check_memory(technique, model_in)  # a model past 1 GB: refused up front if its predicted peak cannot fit
     if validator is None:
         src = data_source or ("the given data (--data)" if data is not None else
                               "calibration data" if calib is not None else None)
@@ -59,16 +63,14 @@ def optimize(
             kept = ""
             if keep_best:
                 best = model_out.with_name(f"{model_out.stem}.below-floor{model_out.suffix or '.onnx'}")
-                with atomic_path(best, suffix=".onnx") as tmp:
-                    shutil.copyfile(att.path, tmp)
+                place_model(att.path, best)
                 kept = f"; the best try was kept as {best}"
             v = att.validation
             raise BelowFidelityFloor(
                 f"{technique}: best {v.metric} {fmt_fidelity(v.worst)} on output {v.worst_output!r} is below the floor "
                 f"{v.floor} ({v.samples} samples of {v.data_source}); tried: {'; '.join(tries)}; nothing was "
                 f"written at {model_out}{kept} (lower the floor with --min-fidelity, or keep more layers in FP32)")
-        with atomic_path(model_out, suffix=".onnx") as tmp:
-            shutil.copyfile(att.path, tmp)
+        place_model(att.path, model_out, move=True)  # with its external data, if any: both renamed into place
     if result.goal_met is False:
         raise GoalNotMet(f"{technique}: accuracy goal not met; the best model found was saved to {model_out} "
                          f"({result.notes[-1] if result.notes else ''})")
@@ -116,13 +118,27 @@ def optimize_chain(
             raise BelowFidelityFloor(f"chain {' -> '.join(t for t, _ in steps)}: each step met the floor but together "
                                      f"they reach {v.metric} {fmt_fidelity(v.worst)} on {v.worst_output!r}, below {v.floor}; "
                                      f"nothing was written at {model_out}")
-        with atomic_path(model_out, suffix=".onnx") as tmp:
-            shutil.copyfile(current, tmp)
+        place_model(current, model_out, move=True)
         if missed:
             raise GoalNotMet("; ".join(missed).replace(str(work), str(Path(model_out).parent)))
         return results
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _refuse_data_clash(model_in: Path, model_out: Path) -> None:
+    """An output with external data writes OUT.onnx.data beside it: that must not be a data file of the input."""
+    import os
+
+    from modelpress.onnxutil import data_file_name, model_files
+
+    data_out = model_out.parent / data_file_name(model_out)
+    if not data_out.exists():
+        return
+    for f in model_files(model_in)[1:]:
+        if f.exists() and os.path.samefile(f, data_out):
+            raise ModelpressError(f"-o {model_out} would write its weights to {data_out}, which holds the weights of "
+                                  f"the input {model_in}: choose another output name")
 
 
 def run_validated(p: Pass, model_in: Path, calib: Dataset | None, validator: Validator, work: Path,

@@ -1,5 +1,10 @@
 """Graph-level optimization passes: ONNX Runtime offline optimization, the ORT transformers
-optimizer (attention / LayerNorm / GELU fusion for BERT-family models), and onnxslim."""
+optimizer (attention / LayerNorm / GELU fusion for BERT-family models), and onnxslim.
+
+Models with external data (and any past 1 GB) are written with external data (`OUT.onnx.data`). Memory:
+tool=ort holds the model once, inside ONNX Runtime, which writes the optimized initializers straight to the
+data file; tool=transformers and tool=onnxslim hold it once as a ModelProto (they edit the graph in Python)
+and write it tensor by tensor."""
 
 from __future__ import annotations
 
@@ -13,15 +18,18 @@ from modelpress.io import captured_output
 from modelpress.optimizers.base import Pass, PassConfig, PassResult
 
 
-def ort_optimized(model_in: Path, model_out: Path, level: str) -> None:
-    """ONNX Runtime's offline graph optimization at `level`, written to `model_out`."""
+def ort_optimized(model_in: Path, model_out: Path, level: str, external: bool | None = None) -> None:
+    """ONNX Runtime's offline graph optimization at `level`, written to `model_out` (its initializers to
+    `OUT.onnx.data` when `external`; None: when the input has external data or is past 1 GB)."""
     import onnxruntime as ort
 
+    from modelpress.onnxutil import ort_output_options, wants_external_data
     from modelpress.runtimes.ort import graph_opt_level
 
     so = ort.SessionOptions()
     so.graph_optimization_level = graph_opt_level(level)
     so.optimized_model_filepath = str(model_out)
+    ort_output_options(so, model_out, wants_external_data(model_in) if external is None else external)
     ort.InferenceSession(str(model_in), so, providers=["CPUExecutionProvider"])
 
 
@@ -40,11 +48,14 @@ class GraphOptimize(Pass):
     config_cls = GraphConfig
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
+        from modelpress.onnxutil import wants_external_data
+
         c: GraphConfig = self.config  # type: ignore[assignment]
         notes: list[str] = []
+        external = wants_external_data(model_in)
         with captured_output():
             if c.tool == "ort":
-                ort_optimized(model_in, model_out, c.level)
+                ort_optimized(model_in, model_out, c.level, external)
                 if c.level == "all":
                     notes.append("level 'all' writes CPU-specific layouts (NCHWc): run this file on the CPU EP only")
             elif c.tool == "transformers":
@@ -54,13 +65,17 @@ class GraphOptimize(Pass):
                                    hidden_size=c.hidden_size, opt_level=0)
                 fused = {k: v for k, v in m.get_fused_operator_statistics().items() if v}
                 notes.append("fused: " + (", ".join(f"{k} {v}" for k, v in fused.items()) or "nothing"))
-                m.save_model_to_file(str(model_out))
+                m.save_model_to_file(str(model_out), use_external_data_format=external)
             else:
                 try:
                     import onnxslim
                 except ImportError:
                     raise ModelpressError("graph tool onnxslim needs the package: pip install 'modelpress[models]'") from None
-                onnxslim.slim(str(model_in), str(model_out))
+                from modelpress.io import working_directory
+
+                src, dst = str(Path(model_in).resolve()), str(Path(model_out).resolve())
+                with working_directory(Path(dst).parent):  # onnxslim removes a stale OUT.onnx.data from the cwd
+                    onnxslim.slim(src, dst, save_as_external_data=external)
         return PassResult(self.name, c.to_dict(), notes)
 
     def repairs(self, ctx, first):

@@ -52,11 +52,14 @@ def _guard(what: str) -> Iterator[None]:
 
 def _quantize(what: str, model_in: Path, model_out: Path, cfg) -> None:
     """INC's quantize, into a private folder: it writes weights as external data beside its output, so the
-    result is re-saved as one self-contained file at `model_out` (the caller's atomic temp path)."""
+    result is re-saved at `model_out` (the caller's atomic temp path): one self-contained file, or with
+    `OUT.onnx.data` when the input had external data (or was past 1 GB)."""
+    from modelpress.onnxutil import wants_external_data
+
     with tempfile.TemporaryDirectory(prefix="modelpress-inc-") as tmp:
         with _guard(what):
             _inc().quantize(str(model_in), str(Path(tmp) / "q.onnx"), cfg)
-        _copy_model(Path(tmp) / "q.onnx", model_out)
+        _copy_model(Path(tmp) / "q.onnx", model_out, wants_external_data(model_in))
 
 
 def _qtype(name: str):
@@ -297,9 +300,9 @@ class IncTune(Pass):
             met = (baseline - best_score) / max(abs(baseline), 1e-12) <= tolerable + 1e-12
             chosen = next(i for i, t in enumerate(trials) if t["score"] == best_score)
             if best is not None and met:
-                import onnx
+                from modelpress.onnxutil import save_model, wants_external_data
 
-                onnx.save(best, str(model_out))
+                save_model(best, model_out, wants_external_data(model_in))
             else:
                 _copy_model(best_dir / "best.onnx", model_out)
         finally:
@@ -316,10 +319,15 @@ def _ops(path: str) -> set[str]:
     return {n.op_type for n in onnx.load(path, load_external_data=False).graph.node}
 
 
-def _copy_model(src: str | Path, dst: str | Path) -> None:
-    """Copy a model with its external data folded in (INC saves trials with external data)."""
+def _copy_model(src: str | Path, dst: str | Path, external: bool | None = None) -> None:
+    """Copy a model (INC saves trials with external data) with its data folded in, or, with `external` (None:
+    when it is past 1 GB), into `DST.data` beside it."""
     import onnx
 
+    from modelpress.onnxutil import EXTERNAL_THRESHOLD_BYTES, model_size_bytes, save_model
+
+    if external is None:
+        external = model_size_bytes(src) > EXTERNAL_THRESHOLD_BYTES
     model = onnx.load(str(src))
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    onnx.save(model, str(dst))
+    save_model(model, dst, external)

@@ -49,7 +49,7 @@ def layer_sensitivity(model: str | Path, calib: Dataset, options: dict[str, Any]
     from modelpress.calibration import Reader
 
     data = calib.take(max_samples)
-    float_model = onnx.load(str(model))
+    float_model = onnx.load(str(model), load_external_data=False)  # the graph only: the weights stay on disk
     producers = {o: n for n in float_model.graph.node for o in n.output}
     weight_users = {i: n for n in float_model.graph.node for i in n.input}
     with tempfile.TemporaryDirectory(prefix="modelpress-sens-") as tmp:

@@ -92,7 +92,7 @@ def check_tensorrt_qdq(path: str | Path) -> dict[str, int]:
     import onnx
     from onnx import numpy_helper
 
-    m = onnx.load(str(path))
+    m = onnx.load(str(path), load_external_data=False)  # zero points are small (inline); weights stay on disk
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise CheckFailed(f"{path}: opset {opset}; TensorRT's per-channel Q/DQ needs opset 13 or newer")
