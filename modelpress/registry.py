@@ -30,6 +30,17 @@ class LazyRegistry(Mapping):
         self._entries[cls.name] = f"{cls.__module__}:{cls.__qualname__}"
         return cls
 
+    def build(self, name: str, options: dict[str, Any] | None, what: str, label: str | None = None) -> Any:
+        """An instance of `name` with its typed config (the class's `config_cls`) made from loose options by
+        make_config: an unknown name, option or bad value is one line."""
+        from modelpress.config import make_config
+        from modelpress.errors import ModelpressError
+
+        if name not in self:
+            raise ModelpressError(f"unknown {what} {str(name)[:60]!r}; known: {', '.join(sorted(self))}")
+        cls = self[name]
+        return cls(make_config(cls.config_cls, options or {}, label or name))
+
     def path(self, name: str) -> str:
         """"module:Class" of `name`: a child process (the profiler's) registers a plugin from it."""
         return self._entries[name]

@@ -33,6 +33,7 @@ class Variant:
     flops: int | None = None  # 2 x MACs of Conv/MatMul/Gemm at batch 1, from the graph
     sha256: str | None = None  # of the model file, so a bundle finds its row
     validation: dict[str, Any] | None = None  # the choke point's record (modelpress.validate)
+    task: dict[str, Any] | None = None  # the study's task evaluator (modelpress.evaluators): metrics, primary, change
 
 
 def versions() -> dict[str, str]:
@@ -75,7 +76,7 @@ def build_report(
             "name": v.name, "technique": v.technique, "config": v.config, "path": v.path,
             "size_bytes": v.size_bytes, "size_ratio": round(v.size_bytes / ref.size_bytes, 4), "ops": v.ops,
             "params": v.params, "flops": v.flops, "sha256": v.sha256,
-            "accuracy": acc, "fidelity": v.fidelity, "validation": v.validation, "latency": lat,
+            "accuracy": acc, "fidelity": v.fidelity, "validation": v.validation, "latency": lat, "task": v.task,
             "notes": list(v.notes),
             "findings": _findings(v.name, lat, ref.latency, ref.name, latency_margin),
         })
@@ -219,6 +220,9 @@ def table_cells(report: dict) -> tuple[list[str], list[list[str]]]:
     cos = report["task"].get("metric") == "cosine"
     head = ["variant", "technique", "size", "× fp32", "params", "MFLOPs", "top-1", "Δ top-1 pt",
             "cosine" if cos else "agree"]
+    task = next((r["task"] for r in report["variants"] if r.get("task")), None)
+    if task:
+        head += [f"{task['evaluator']}: {task['primary']}", "Δ (+ better)"]
     for p in pnames:
         head += [f"{p} p50 ms", f"{p} p90 ms", f"{p} speedup"]
     body = []
@@ -227,6 +231,11 @@ def table_cells(report: dict) -> tuple[list[str], list[list[str]]]:
                "-" if r.get("params") is None else f"{r['params']:,}",
                "-" if r.get("flops") is None else f"{r['flops'] / 1e6:,.1f}",
                *_accuracy_cells(r, report["reference"]), _agree_cell(r, report["task"].get("metric", "top1"))]
+        if task:
+            t = r.get("task") or {}
+            v, d = t.get(t.get("primary", "")), t.get("change")
+            row += ["-" if v is None else f"{v:.4g}", "ref" if r["name"] == report["reference"] else
+                    "-" if d is None else f"{d:+.4g}"]
         for p in pnames:
             s = r["latency"].get(p)
             row += ["-", "-", "-"] if s is None else [f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['speedup_p50']:.2f}x"]

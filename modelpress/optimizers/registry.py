@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from modelpress.errors import ModelpressError
-from modelpress.config import make_config
 from modelpress.optimizers.base import Pass
 from modelpress.registry import LazyRegistry
 
@@ -34,7 +32,4 @@ register_pass = PASSES.register  # type: ignore[attr-defined]
 
 
 def build_pass(name: str, options: dict[str, Any] | None = None) -> Pass:
-    if name not in PASSES:
-        raise ModelpressError(f"unknown technique {str(name)[:60]!r}; known: {', '.join(sorted(PASSES))}")
-    cls = PASSES[name]
-    return cls(make_config(cls.config_cls, options or {}, name))
+    return PASSES.build(name, options, "technique")  # type: ignore[attr-defined]

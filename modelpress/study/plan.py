@@ -88,6 +88,9 @@ class StudyPlan:
     export: Any = None  # ExportConfig for those chains
     finetune: Any = None  # FinetuneConfig for those chains
     cache: Any = None  # a StepCache: finished builds, evaluations and profiles are reused
+    evaluator: str | None = None  # a task evaluator (modelpress.evaluators) measured beside top-1/fidelity
+    evaluator_options: dict[str, Any] = field(default_factory=dict)
+    targets: Any = None  # the task's ground truth for the evaluator (boxes, images); None: judge against FP32
     task: dict[str, Any] = field(default_factory=dict)  # merged into the report's task
     extra: dict[str, Any] = field(default_factory=dict)  # merged into the report
     ray_resources: dict[str, float] | None = None  # node labels every timing needs (the Ray executor's placement)
@@ -106,6 +109,10 @@ class StudyPlan:
             raise ModelpressError(f"selection.profile {self.selection.profile!r} is not one of the study's profiles "
                                   f"{[p.name for p in self.profiles]}")
         self.profile.check()
+        if self.evaluator is not None:
+            from modelpress.evaluators import build_evaluator
+
+            build_evaluator(self.evaluator, self.evaluator_options)
         for c in self.candidates:
             check_chain(c.steps, has_source=self.source is not None)
 

@@ -45,7 +45,7 @@ from modelpress.study.plan import METRICS, SelectionConfig, check_chain, study_p
 from modelpress.recipe import RECIPE_VERSION, _mapping, _where, parse_step
 
 _TOP = {"modelpress", "kind", "title", "source", "model", "export", "data", "finetune", "candidates", "profiles",
-        "profile", "metric", "selection", "output", "min_fidelity"}
+        "profile", "metric", "selection", "output", "min_fidelity", "evaluator"}
 _DATA = {"eval", "calib", "train"}
 _SELECTION = {"max_accuracy_drop", "relative", "objective", "profile", "weights"}
 
@@ -69,6 +69,8 @@ class StudyRecipe:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     min_fidelity: str | None = None  # the validation floor of every ONNX step (None: the default)
     ray_resources: dict[str, float] | None = None  # profile.ray_resources: node labels timings need (Ray executor)
+    # a task evaluator (modelpress.evaluators), judged against FP32's own predictions: {"name", "options"}
+    evaluator: dict[str, Any] | None = None
 
     def to_yaml(self, base: Path | None = None) -> str:
         rel = (lambda p: p if p is None or base is None or ":" in p and not os.path.exists(p)  # noqa: E731
@@ -92,6 +94,8 @@ class StudyRecipe:
             profile["ray_resources"] = dict(self.ray_resources)
         doc.update(profiles=self.profiles, profile=profile, metric=self.metric,
                    selection=sel, min_fidelity=self.min_fidelity, output=rel(self.output))
+        if self.evaluator:
+            doc["evaluator"] = self.evaluator
         return "# modelpress study recipe: replay with `modelpress run FILE`\n" + yaml.safe_dump(
             doc, sort_keys=False, default_flow_style=False)
 
@@ -258,7 +262,8 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
     return StudyRecipe(output=output, candidates=candidates, data=data, source=doc.get("source"),
                        model=resolve(model) if model else None, title=doc.get("title") or "modelpress study",
                        export=export, finetune=finetune, profiles=profiles, profile=profile, metric=doc.get("metric"),
-                       selection=sel_cfg, min_fidelity=_min_fidelity(doc, top, path), ray_resources=ray_resources)
+                       selection=sel_cfg, min_fidelity=_min_fidelity(doc, top, path), ray_resources=ray_resources,
+                       evaluator=_evaluator(doc, top, path))
 
 
 def _ray_resources(raw: Any, top: dict, path: Path) -> dict[str, float] | None:
@@ -270,6 +275,27 @@ def _ray_resources(raw: Any, top: dict, path: Path) -> dict[str, float] | None:
         raise ModelpressError(f"{_where(top['profile'][1], path)}: profile.ray_resources must map resource names to "
                               "amounts > 0, e.g. {device_rpi5: 1}")
     return {k: float(v) for k, v in raw.items()} or None
+
+
+def _evaluator(doc: dict, top: dict, path: Path) -> dict[str, Any] | None:
+    """`evaluator: NAME` or `{name: NAME, options: {...}}`, checked (name and options) where it is written; the
+    recipe as run spells out every option."""
+    if "evaluator" not in top:
+        return None
+    raw, node = doc["evaluator"], top["evaluator"][1]
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    else:
+        _check_keys(node, path, {"name", "options"}, "evaluator")
+    if not isinstance(raw.get("name"), str) or not isinstance(raw.get("options") or {}, dict):
+        raise ModelpressError(f"{_where(node, path)}: evaluator is a name or {{name: NAME, options: {{...}}}}")
+    from modelpress.evaluators import build_evaluator
+
+    try:
+        ev = build_evaluator(raw["name"], raw.get("options") or {})
+    except ModelpressError as e:
+        raise ModelpressError(f"{_where(node, path)}: {e}") from None
+    return {"name": ev.name, "options": ev.config.to_dict()}
 
 
 def _min_fidelity(doc: dict, top: dict, path: Path) -> str | None:

@@ -65,7 +65,9 @@ def _run_plan(plan: StudyPlan, ex: Executor, show_progress: bool, progress: Any)
     floor = FidelityFloor.parse(plan.min_fidelity)
     cache, runtime = plan.cache, plan.runtime
     run = _Run(Path(reference), out_dir, plan.eval_data, plan.calib_data, cache, runtime,
-               paths={"fp32": Path(reference)}, executor=ex)
+               paths={"fp32": Path(reference)}, executor=ex,
+               evaluator=None if plan.evaluator is None else (plan.evaluator, dict(plan.evaluator_options)),
+               targets=plan.targets)
     variants = [_variant("fp32", None, reference)]
     build_inputs = None if cache is None else [
         variants[0].sha256, data_sha256(plan.calib_data), data_sha256(plan.eval_data),
@@ -175,6 +177,8 @@ def run_study(recipe: Any, *, show_progress: bool = True, use_cache: bool = True
         task={"source": recipe.source, "reference_sha256": file_sha256(reference)},
         extra={"recipe": ran.to_yaml(out.resolve()), **({} if cache is not None else {"cache": None})})
     plan.ray_resources = recipe.ray_resources
+    if recipe.evaluator:
+        plan.evaluator, plan.evaluator_options = recipe.evaluator["name"], dict(recipe.evaluator["options"])
     report = run_plan(plan, show_progress=show_progress, executor=executor, progress=progress)
     ran.save(out / "recipe.yaml")
     write_html(report, out / "report.html")

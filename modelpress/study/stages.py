@@ -100,6 +100,8 @@ class _Run:
     paths: dict[str, Path] = field(default_factory=dict)
     executor: Executor = field(default_factory=LocalExecutor)
     placement: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluator: tuple[str, dict[str, Any]] | None = None  # (name, options) of the task evaluator, if any
+    targets: Any = None  # its ground truth (None: it judges against the reference's predictions)
 
     def fail(self, name: str, stage: str, e: BaseException) -> None:
         self.failures.append({"name": name, "stage": stage, "reason": _failure(e)})
@@ -160,12 +162,25 @@ def _build_task(item: tuple[Candidate, str], ctx: dict[str, Any]) -> dict[str, A
 
 
 def _evaluate_task(item: tuple[str, bool], ctx: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Top-1 and fidelity (against ctx's reference outputs, when given) of one model; its outputs when asked."""
+    """Top-1 and fidelity (against ctx's reference outputs, when given) of one model, and the task evaluator's
+    metrics when the study names one; for the reference (item[1]) also its outputs and decoded predictions."""
     _install_plugins(ctx)
     metrics, out = evaluate(Path(item[0]), ctx["eval_data"], reference=ctx.get("reference_out"),
                             runtime=ctx["runtime"])
     got = {"top1": metrics.top1, "fidelity": asdict(metrics.fidelity) if metrics.fidelity else None}
-    return got, out if item[1] else None
+    pred = None
+    if ctx.get("evaluator"):
+        from modelpress.evaluators import build_evaluator
+
+        ev = build_evaluator(*ctx["evaluator"])
+        if item[1]:  # the reference: its predictions are what every variant's task metric is judged against
+            pred = ev.predict(Path(item[0]), ctx["eval_data"], ctx["runtime"])
+        ref = pred if item[1] else ctx.get("reference_pred")
+        task = ev.score(ev.predict(Path(item[0]), ctx["eval_data"], ctx["runtime"]) if not item[1] else pred,
+                        ctx["eval_data"], ref, ctx.get("targets"))
+        got["task"] = {"evaluator": ev.name, "primary": ev.primary, "higher_is_better": ev.higher_is_better,
+                       "config": ev.config.to_dict(), **task}
+    return got, ((out, pred) if item[1] else None)
 
 
 def _profile_task(item: str, ctx: dict[str, Any]) -> dict[str, Any]:
@@ -244,7 +259,8 @@ def _evaluate_stage(run: _Run, variants: list[Variant], prog: Any) -> list[Varia
     reference's outputs are computed once (when any variant needs them) and shared by every evaluation."""
     ref_sha, eval_sha = variants[0].sha256, data_sha256(run.eval_data) if run.cache is not None else None
     bar = StageProgress(prog, "evaluating", len(variants))
-    keys = {v.name: None if run.cache is None else key_of("eval", v.sha256, ref_sha, eval_sha, run.runtime)
+    task_key = () if run.evaluator is None else (run.evaluator, _targets_sha(run.targets))
+    keys = {v.name: None if run.cache is None else key_of("eval", v.sha256, ref_sha, eval_sha, run.runtime, *task_key)
             for v in variants}
     got: dict[str, dict[str, Any]] = {}
     todo = []
@@ -258,7 +274,7 @@ def _evaluate_stage(run: _Run, variants: list[Variant], prog: Any) -> list[Varia
             bar.label(v.name)
             bar.advance()
     ctx: dict[str, Any] = {"eval_data": run.eval_data, "runtime": run.runtime,
-                           "plugins": run.plugins([])}
+                           "plugins": run.plugins([]), "evaluator": run.evaluator, "targets": run.targets}
     if todo:  # the reference first: its outputs are what every variant's fidelity is measured against
         ref_first = todo[0] is variants[0]
         ref_path = run.paths[variants[0].name] if ref_first else run.reference
@@ -266,7 +282,7 @@ def _evaluate_stage(run: _Run, variants: list[Variant], prog: Any) -> list[Varia
                              labels=[variants[0].name], progress=bar if ref_first else None)[0]
         if o.error is not None:
             raise o.error  # the reference is the user's own model: its failure is the user's to see
-        ctx["reference_out"] = o.value[1]
+        ctx["reference_out"], ctx["reference_pred"] = o.value[1]
         if ref_first:
             _keep_eval(run, variants[0], o.value[0], o.node, keys, got)
             todo = todo[1:]
@@ -278,11 +294,30 @@ def _evaluate_stage(run: _Run, variants: list[Variant], prog: Any) -> list[Varia
         else:
             _keep_eval(run, v, o.value[0], o.node, keys, got)
     kept = []
+    ref_task = (got.get(variants[0].name) or {}).get("task")
     for v in variants:
         if v.name in got:
             v.top1, v.fidelity = got[v.name]["top1"], got[v.name]["fidelity"]
+            v.task = _with_change(got[v.name].get("task"), ref_task)
             kept.append(v)
     return kept
+
+
+def _targets_sha(targets: Any) -> str | None:
+    import hashlib
+    import pickle
+
+    return None if targets is None else hashlib.sha256(pickle.dumps(targets)).hexdigest()
+
+
+def _with_change(task: dict[str, Any] | None, ref: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The task metrics plus `change`: the headline metric's change vs the reference, positive = better."""
+    if task is None:
+        return None
+    key, value = task["primary"], task.get(task["primary"])
+    base = (ref or {}).get(key)
+    change = None if value is None or base is None else (value - base if task["higher_is_better"] else base - value)
+    return {**task, "change": None if change is None else round(float(change), 6)}
 
 
 def _keep_eval(run: _Run, v: Variant, value: dict[str, Any], node: str | None, keys: dict, got: dict) -> None:
