@@ -156,6 +156,7 @@ def test_require_says_missing_or_broken(monkeypatch, tmp_path):
 
     assert require("json", "`x`").__name__ == "json"
     monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "torch.nn", None)  # torch.nn may already be imported by earlier tests
     with pytest.raises(MissingDependency, match=r"^`export` needs PyTorch: pip install 'modelpress\[torch\]'$"):
         require("torch.nn", "`export`")
     (tmp_path / "brokenpkg_i17").mkdir()
