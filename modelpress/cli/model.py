@@ -171,10 +171,12 @@ def profile(model: Path, presets: tuple[str, ...], cores: str | None, threads: i
               help="Samples to check fidelity on (.npz; default: --calib, else synthetic inputs, and it says so).")
 @click.option("--keep-best", is_flag=True, help="Below the floor, keep the best try as OUTPUT-stem.below-floor.onnx.")
 @click.option("--allow-outside", is_flag=True, help="Let a --recipe write its output outside the recipe's folder.")
+@click.option("-p", "--preset", default="edge-1core", show_default=True,
+              help="-t auto: the edge profile the candidates are timed under.")
 @json_option("Print the result as JSON.")
 def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | None, calib: Path | None,
              option_pairs: tuple[str, ...], recipe: Path | None, dump_recipe: Path | None, min_fidelity: str | None,
-             data_file: Path | None, keep_best: bool, allow_outside: bool, as_json: bool) -> None:
+             data_file: Path | None, keep_best: bool, allow_outside: bool, preset: str, as_json: bool) -> None:
     """Compress an ONNX model with one technique or a chain of them.
 
     \b
@@ -186,6 +188,7 @@ def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | Non
           --option graph.tool=transformers --dump-recipe run.yaml
       modelpress optimize --recipe run.yaml            # replays exactly
       modelpress optimize m.onnx -t fp16 --data eval.npz --min-fidelity cosine=0.999 -o m.fp16.onnx
+      modelpress optimize m.onnx -t auto --calib calib.npz -p edge-1core -o best.onnx   # fastest faithful here
 
     \b
     Every output is checked before it appears: onnx.checker, a session on ONNX Runtime, inference
@@ -201,6 +204,8 @@ def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | Non
     from modelpress.onnxutil import model_size_bytes
     from modelpress.recipe import Recipe, Step, load_recipe, run_recipe
 
+    if techniques == ("auto",) and recipe is None:
+        return _optimize_auto(model, output, calib, data_file, min_fidelity, preset, option_pairs, as_json)
     if recipe is not None:
         if model or techniques or output or option_pairs or calib:
             raise ModelpressError("--recipe replays a run: give no MODEL, -t, -o, --calib or --option with it")
@@ -247,6 +252,38 @@ def optimize(model: Path | None, techniques: tuple[str, ...], output: Path | Non
                            f"{fid}; {v['samples']} samples of {v['data_source']}; floor {v['floor'] or 'none'})")
 
     emit(as_json, payload, human)
+
+
+def _optimize_auto(model: Path | None, output: Path | None, calib: Path | None, data_file: Path | None,
+                   min_fidelity: str | None, preset: str, option_pairs: tuple[str, ...], as_json: bool) -> None:
+    """`-t auto`: build, validate and time the candidates that can win on this CPU; write the fastest faithful."""
+    from modelpress.data import load_npz
+    from modelpress.io import guard_outputs
+    from modelpress.optimizers.auto import auto_optimize
+    from modelpress.validate import FidelityFloor
+
+    if model is None or output is None:
+        raise ModelpressError("give MODEL and -o OUTPUT with -t auto")
+    if option_pairs:
+        raise ModelpressError("-t auto chooses every option itself: give no --option")
+    guard_outputs({"MODEL": model, "--calib": calib, "--data": data_file}, {"-o": output})
+    floor = FidelityFloor.parse(min_fidelity)
+    res = auto_optimize(model, output, load_npz(calib) if calib else None,
+                        data=load_npz(data_file) if data_file else None, min_fidelity=floor, profile=preset,
+                        show_progress=not as_json)
+
+    def human() -> None:
+        click.echo(f"auto: wrote {res.output}: {res.pick} was the fastest faithful artifact on {res.profile} "
+                   f"({res.runtime}; ISA {', '.join(res.isa) or 'baseline'})")
+        for r in res.rows:
+            speed = "-" if r["speed_vs_fp32"] is None else f"{r['speed_vs_fp32']:.2f}x"
+            fid = "-" if r["fidelity"] is None else f"{r['fidelity']:.4f}"
+            click.echo(f"  {r['name']:18} {speed:>7} vs FP32, worst fidelity {fid}"
+                       f"{'  <- picked' if r['name'] == res.pick else '  ' + (r['why_not'] or '')[:160]}")
+        if res.note:
+            click.echo(f"  note: {res.note}")
+
+    emit(as_json, res.to_dict(), human)
 
 
 @click.command()
