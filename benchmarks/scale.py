@@ -44,33 +44,9 @@ def layers_for(size_gb: float) -> int:
 
 
 def build_stack(path: Path, layers: int, dim: int = DIM, seed: int = 0) -> Path:
-    """x[batch, dim] -> (MatMul by a dim x dim weight) x layers -> Relu; weights in PATH.data, written layer
-    by layer (scaled by 1/sqrt(dim) so activations stay of order one)."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper
+    from modelpress.models.synthetic import matmul_stack
 
-    rng = np.random.default_rng(seed)
-    data = path.parent / (path.name + ".data")
-    nodes, inits, x = [], [], "x"
-    with open(data, "wb") as f:
-        for i in range(layers):
-            w = rng.standard_normal((dim, dim), dtype=np.float32)
-            w *= 1 / np.sqrt(dim)
-            t = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=[dim, dim])
-            t.data_location = TensorProto.EXTERNAL
-            for k, v in (("location", data.name), ("offset", str(f.tell())), ("length", str(w.nbytes))):
-                t.external_data.add(key=k, value=v)
-            f.write(w.tobytes())
-            del w
-            inits.append(t)
-            nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"h{i}"], name=f"mm{i}"))
-            x = f"h{i}"
-    nodes.append(helper.make_node("Relu", [x], ["y"], name="relu"))
-    g = helper.make_graph(nodes, "stack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", dim])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", dim])], inits)
-    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
+    return matmul_stack(path, layers, dim, seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------- the child

@@ -21,32 +21,10 @@ DIM = 128
 
 
 def stack(path, layers: int = 2, dim: int = DIM, *, repeat: bool = False, seed: int = 0):
-    """x[batch, dim] -> MatMul x layers -> Relu, weights float32 in PATH.data, written layer by layer. The
-    weights are random, scaled so activations stay of order one; `repeat` writes the first layer's bytes for
-    every layer (a model just past 2 GB is then cheap to build: one random draw of 67 MB)."""
-    import onnx
-    from onnx import TensorProto, helper
+    """A MatMul stack with its weights in PATH.data (modelpress.models.synthetic)."""
+    from modelpress.models.synthetic import matmul_stack
 
-    rng = np.random.default_rng(seed)
-    data = path.parent / data_file_name(path)
-    nodes, inits, x, w = [], [], "x", None
-    with open(data, "wb") as f:
-        for i in range(layers):
-            if w is None or not repeat:
-                w = (rng.standard_normal((dim, dim), dtype=np.float32) / np.sqrt(dim)).astype(np.float32).tobytes()
-            t = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=[dim, dim])
-            t.data_location = TensorProto.EXTERNAL
-            for k, v in (("location", data.name), ("offset", str(f.tell())), ("length", str(len(w)))):
-                t.external_data.add(key=k, value=v)
-            f.write(w)
-            inits.append(t)
-            nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"h{i}"], name=f"mm{i}"))
-            x = f"h{i}"
-    nodes.append(helper.make_node("Relu", [x], ["y"], name="relu"))
-    g = helper.make_graph(nodes, "stack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", dim])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", dim])], inits)
-    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
+    return matmul_stack(path, layers, dim, repeat=repeat, seed=seed)
 
 
 def run(model, x):
