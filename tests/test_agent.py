@@ -23,7 +23,7 @@ import onnx  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from modelpress.agent.client import AgentClient, profile_on_target  # noqa: E402
-from modelpress.agent.energy import EnergyMeter  # noqa: E402
+from modelpress.benchmarks.energy import EnergyMeter  # noqa: E402
 from modelpress.agent.store import BlobStore, load_or_create_token, token_matches  # noqa: E402
 from modelpress.agent.targets import Target, resolve_target  # noqa: E402
 from modelpress.benchmarks.presets import PRESETS  # noqa: E402

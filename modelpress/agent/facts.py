@@ -79,7 +79,7 @@ def thermal() -> dict[str, Any]:
 def device_facts() -> dict[str, Any]:
     """Everything the client needs to say where a number came from (no hostname: facts, not identity)."""
     from modelpress import __version__
-    from modelpress.agent.energy import describe_energy
+    from modelpress.benchmarks.energy import describe_energy
 
     name, flags = _cpuinfo()
     board = _read("/proc/device-tree/model") or _read("/sys/devices/virtual/dmi/id/product_name")

@@ -52,7 +52,7 @@ def run(job: dict) -> dict:
 
         for i in range(cfg["warmup"]):
             infer(feeds[i % len(feeds)])
-        from modelpress.agent.energy import EnergyMeter  # hardware energy counters, where readable
+        from modelpress.benchmarks.energy import EnergyMeter  # hardware energy counters, where readable
 
         meter = EnergyMeter.open()
         if meter.available:

@@ -117,7 +117,7 @@ def profile_model(
     with tempfile.TemporaryDirectory(prefix="modelpress-profile-") as tmp:
         job: dict[str, Any] = {
             "model": str(Path(model).resolve()), "profile": profile.to_dict(), "config": asdict(cfg),
-            "inputs": None, "result": os.path.join(tmp, "result.json"), "trace_dir": tmp,
+            "inputs": None, "result": os.path.join(tmp, "result.json"),
             "runner_path": RUNNERS.path(cfg.runner),  # so a plugin runtime registered here is known there
         }
         if data is not None:
