@@ -128,11 +128,14 @@ def gate(new: str | Path, baseline: str | Path, *, max_latency_regression: float
             raise ModelpressError(clip(f"the new model's I/O signature differs from the baseline's "
                                        f"({'; '.join(diff)}): not comparable", 600))
         inputs = data.take(64) if data is not None else None
-        pairs = [] if remote is None else remote.pairs(old_model, new_model, profile, cfg, inputs, rounds)
-        for _ in range(rounds if remote is None else 0):  # interleaved: drift affects both equally
-            o = profile_model(old_model, prof, cfg, data=inputs).stats.p50_ms
-            n = profile_model(new_model, prof, cfg, data=inputs).stats.p50_ms
-            pairs.append((round(o, 4), round(n, 4)))
+        if remote is not None:  # every round as one job on the device, so nothing else runs between them
+            pairs = remote.pairs(old_model, new_model, profile, cfg, inputs, rounds)
+        else:
+            pairs = []
+            for _ in range(rounds):  # interleaved: drift affects both equally
+                o = profile_model(old_model, prof, cfg, data=inputs).stats.p50_ms
+                n = profile_model(new_model, prof, cfg, data=inputs).stats.p50_ms
+                pairs.append((round(o, 4), round(n, 4)))
         old_p50 = statistics.median(p[0] for p in pairs)
         new_p50 = statistics.median(p[1] for p in pairs)
         change = statistics.median(n / o for o, n in pairs) - 1

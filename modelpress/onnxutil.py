@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 from pathlib import Path
+from typing import Any
 
 from modelpress.errors import ModelpressError
 
@@ -169,9 +170,10 @@ def opset_of(path: str | Path) -> int:
 
 # --------------------------------------------------------------------------- parameters and FLOPs
 
-def graph_stats(path: str | Path, dims: dict[str, int] | None = None) -> dict[str, int | None]:
-    """Parameters (elements of all initializers, quantized ones included) and multiply-accumulates of the
-    Conv/MatMul/Gemm family at batch 1, read from the graph itself after shape inference.
+def graph_stats(path: str | Path, dims: dict[str, int] | None = None) -> dict[str, Any]:
+    """Parameters (elements of all initializers, quantized ones included), multiply-accumulates of the
+    Conv/MatMul/Gemm family at batch 1, read from the graph itself after shape inference, and the op counts
+    (`ops`, as op_counts gives them: one load of the graph for both).
 
     Symbolic dims other than those given in `dims` count as 1 (batch 1). `macs` is None when no shapes could
     be inferred. FLOPs = 2 x MACs.
@@ -183,6 +185,7 @@ def graph_stats(path: str | Path, dims: dict[str, int] | None = None) -> dict[st
     from modelpress.ops import has
 
     model = onnx.load(str(path), load_external_data=False)
+    ops = dict(collections.Counter(n.op_type for n in model.graph.node).most_common())
     params = 0
     inits = {}
     for t in _initializers(model.graph):
@@ -200,7 +203,7 @@ def graph_stats(path: str | Path, dims: dict[str, int] | None = None) -> dict[st
     try:
         inferred = shape_inference.infer_shapes(model, data_prop=True)
     except Exception:
-        return {"params": params, "macs": None, "flops": None}
+        return {"params": params, "macs": None, "flops": None, "ops": ops}
     shapes: dict[str, list[int]] = dict(inits)
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         dd = vi.type.tensor_type.shape.dim
@@ -226,7 +229,7 @@ def graph_stats(path: str | Path, dims: dict[str, int] | None = None) -> dict[st
         if out and k:
             macs += int(np.prod(out)) * int(k)
             known += 1
-    return {"params": params, "macs": macs if known else None, "flops": 2 * macs if known else None}
+    return {"params": params, "macs": macs if known else None, "flops": 2 * macs if known else None, "ops": ops}
 
 
 # --------------------------------------------------------------------------- external data (models past 2 GB)

@@ -41,11 +41,6 @@ OPS: dict[str, OpFacts] = {
 }
 
 
-def ops_where(fact: str) -> frozenset[str]:
-    """Every op with `fact` set (e.g. ops_where("mac"))."""
-    return frozenset(name for name, facts in OPS.items() if getattr(facts, fact))
-
-
 def has(op_type: str, fact: str) -> bool:
     return getattr(OPS.get(op_type, _NONE), fact)
 

@@ -67,7 +67,7 @@ def test_every_pass_keeps_the_contract(technique, tmp_path, tiny_onnx, tiny_data
     import dataclasses
 
     from modelpress.optimizers import PASSES, build_pass, optimize
-    from modelpress.optimizers.base import make_config
+    from modelpress.config import make_config
 
     from modelpress.optimizers.base import Pass, PassResult
 

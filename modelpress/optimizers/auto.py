@@ -102,8 +102,9 @@ def auto_optimize(model: str | Path, output: str | Path, calib: Dataset | None =
             rows.append({"name": v["name"], "chain": v["technique"], "speed_vs_fp32": round(fp32 / p50, 3),
                          "p50_ms": p50, "size_ratio": v["size_ratio"],
                          "fidelity": (v.get("validation") or {}).get("worst"), "why_not": None})
+        chains = dict(cands)
         for name, why in rep["failed"].items():
-            rows.append({"name": name, "chain": dict(cands).get(name) and " + ".join(t for t, _ in dict(cands)[name]),
+            rows.append({"name": name, "chain": " + ".join(t for t, _ in chains[name]) if name in chains else None,
                          "speed_vs_fp32": None, "p50_ms": None, "size_ratio": None, "fidelity": None,
                          "why_not": f"refused: {why[:300]}"})
         timed = [r for r in rows if r["p50_ms"] is not None]

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal
 
-from modelpress.config import make_config  # noqa: F401 - passes' configs are built with it (registry.build_pass)
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
 
@@ -54,8 +53,7 @@ class Pass(abc.ABC):
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
-        needed = {"onnx": "run", "torch": "apply"}.get(cls.input_kind)
-        if needed is None:
+        if cls.input_kind not in ("onnx", "torch"):
             raise TypeError(f"{cls.__name__}: input_kind must be 'onnx' or 'torch', not {cls.input_kind!r}")
         if cls.primary_option is not None and cls.primary_option not in {f.name for f in
                                                                          dataclasses.fields(cls.config_cls)}:

@@ -59,12 +59,15 @@ class SelectionConfig:
                 "weights": self.weights}
 
 
+# A study's profiling defaults: more warm-up than a one-off `profile`, and the per-op breakdown that explains a
+# slow variant.
+STUDY_PROFILE_DEFAULTS: dict[str, Any] = {"warmup": 20, "op_breakdown": True}
+
+
 def study_profile_config(**given: Any) -> ProfileConfig:
-    """A study's profiling defaults: more warm-up than a one-off `profile`, and the per-op breakdown that explains
-    a slow variant."""
     from modelpress.config import make_config
 
-    return make_config(ProfileConfig, {"warmup": 20, "op_breakdown": True, **given}, "profile")
+    return make_config(ProfileConfig, {**STUDY_PROFILE_DEFAULTS, **given}, "profile")
 
 
 @dataclass

@@ -41,7 +41,9 @@ from modelpress.errors import ModelpressError
 from modelpress.exporters.torch_onnx import ExportConfig
 from modelpress.io import write_text
 from modelpress.optimizers.pytorch import FinetuneConfig
-from modelpress.study.plan import METRICS, SelectionConfig, check_chain, study_profile_config
+from modelpress.study.plan import (
+    METRICS, STUDY_PROFILE_DEFAULTS, SelectionConfig, check_chain, study_profile_config,
+)
 from modelpress.recipe import RECIPE_VERSION, _mapping, _where, parse_step
 
 _TOP = {"modelpress", "kind", "title", "source", "model", "export", "data", "finetune", "candidates", "profiles",
@@ -205,9 +207,8 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
     export = _typed("export", doc.get("export") or {}, ExportConfig, top, path)
     finetune = _typed("finetune", doc.get("finetune") or {}, FinetuneConfig, top, path)
     ray_resources = _ray_resources((doc.get("profile") or {}).get("ray_resources"), top, path)
-    profile = _typed("profile", {"warmup": 20, "op_breakdown": True, **{k: v for k, v in (doc.get("profile") or {})
-                                                                        .items() if k != "ray_resources"}},
-                     ProfileConfig, top, path)
+    given = {k: v for k, v in (doc.get("profile") or {}).items() if k != "ray_resources"}
+    profile = _typed("profile", {**STUDY_PROFILE_DEFAULTS, **given}, ProfileConfig, top, path)
     try:
         profile.check()  # the runtime exists here and its runtime_options are its own
     except ModelpressError as e:

@@ -18,7 +18,7 @@ from modelpress.benchmarks.report import Variant
 from modelpress.cache import data_sha256, file_sha256, key_of
 from modelpress.data import Dataset
 from modelpress.errors import GoalNotMet, ModelpressError, first_line
-from modelpress.onnxutil import graph_stats, model_size_bytes, op_counts
+from modelpress.onnxutil import graph_stats, model_size_bytes
 from modelpress.optimizers import optimize_chain
 from modelpress.optimizers.pytorch import is_torch_technique
 from modelpress.study.executors.base import Executor, LocalExecutor, StageProgress
@@ -26,10 +26,11 @@ from modelpress.study.plan import Candidate, full_chain
 from modelpress.validate import Validator
 
 
-def _variant(name: str, technique: str | None, path: Path, **kw: Any) -> Variant:
+def _variant(name: str, technique: str | None, path: Path, sha256: str | None = None, **kw: Any) -> Variant:
+    """A report row's facts about the model at `path` (`sha256` when the build already hashed it)."""
     stats = graph_stats(path)
-    return Variant(name, technique, path.name, model_size_bytes(path), ops=op_counts(path), params=stats["params"],
-                   flops=stats["flops"], sha256=file_sha256(path), **kw)
+    return Variant(name, technique, path.name, model_size_bytes(path), ops=stats["ops"], params=stats["params"],
+                   flops=stats["flops"], sha256=sha256 or file_sha256(path), **kw)
 
 
 def _build(c: Candidate, reference: Path, path: Path, calib: Dataset | None, *, source: str | None, export_config: Any,
@@ -173,11 +174,10 @@ def _evaluate_task(item: tuple[str, bool], ctx: dict[str, Any]) -> tuple[dict[st
         from modelpress.evaluators import build_evaluator
 
         ev = build_evaluator(*ctx["evaluator"])
-        if item[1]:  # the reference: its predictions are what every variant's task metric is judged against
-            pred = ev.predict(Path(item[0]), ctx["eval_data"], ctx["runtime"])
-        ref = pred if item[1] else ctx.get("reference_pred")
-        task = ev.score(ev.predict(Path(item[0]), ctx["eval_data"], ctx["runtime"]) if not item[1] else pred,
-                        ctx["eval_data"], ref, ctx.get("targets"))
+        mine = ev.predict(Path(item[0]), ctx["eval_data"], ctx["runtime"])
+        # the reference's predictions are what every variant's task metric is judged against
+        pred = mine if item[1] else None
+        task = ev.score(mine, ctx["eval_data"], mine if item[1] else ctx.get("reference_pred"), ctx.get("targets"))
         got["task"] = {"evaluator": ev.name, "primary": ev.primary, "higher_is_better": ev.higher_is_better,
                        "config": ev.config.to_dict(), **task}
     return got, ((out, pred) if item[1] else None)
@@ -228,7 +228,8 @@ def _build_stage(run: _Run, candidates: list[Candidate], variants: list[Variant]
                                 stage="build", labels=[c.name for c in todo], progress=bar)
     for c, o in zip(todo, outcomes):
         path = run.out_dir / f"{c.name}.onnx"
-        error = o.error or _not_here(path, o.value["sha256"], o.node)
+        # a worker on another node must have written into the shared folder; a local one wrote it here
+        error = o.error or (_not_here(path, o.value["sha256"], o.node) if o.node is not None else None)
         if error is not None:  # one candidate's failure must not end the study: record it, go on
             run.fail(c.name, "build", error)
             _clean_after_failure(path)
@@ -237,6 +238,7 @@ def _build_stage(run: _Run, candidates: list[Candidate], variants: list[Variant]
         run.place(c.name, "build", o.node)
         if run.cache is not None:
             run.cache.put_model(keys[c.name], path, metas[c.name])
+        metas[c.name]["sha256"] = o.value["sha256"]
     for c in candidates:  # the report lists the candidates in the recipe's order, whatever finished first
         if c.name in metas:
             path = run.paths[c.name] = run.out_dir / f"{c.name}.onnx"

@@ -44,9 +44,6 @@ class TorchPass(Pass):
 
     input_kind = "torch"
 
-    def apply(self, model, example: tuple) -> tuple[Any, PassResult]:
-        raise NotImplementedError
-
     def selected_layers(self, model) -> list[tuple[str, Any]]:
         """The layers this pass may touch, from its config's `exclude` and `keep_last`."""
         return select_layers(model, self.config.exclude, self.config.keep_last, self.name)
