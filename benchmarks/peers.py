@@ -113,9 +113,9 @@ def main() -> None:
             continue
         v = validator.check(p)
         med = statistics.median(p50[n])
+        q = statistics.quantiles(p50[n], n=4) if len(p50[n]) >= 2 else None
         rows.append({"artifact": n, "speed_vs_fp32": round(base / med, 3), "p50_ms": round(med, 4),
-                     "iqr_ms": round(float(statistics.quantiles(p50[n], n=4)[2] - statistics.quantiles(p50[n], n=4)[0]), 4)
-                     if len(p50[n]) >= 2 else None,
+                     "iqr_ms": None if q is None else round(float(q[2] - q[0]), 4),
                      "worst_cosine": v.worst, "size_mb": round(p.stat().st_size / 1e6, 2)})
     lines = [f"CPU: {mach['cpu']} ({mach['usable_cores']} usable cores); ISA flags: {', '.join(sorted(flags))}; "
              f"onnxruntime {mach['onnxruntime']}. all-MiniLM-L6-v2, batch 1, edge-1core, {args.rounds} interleaved "

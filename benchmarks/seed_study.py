@@ -51,12 +51,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from modelpress.benchmarks.presets import resolve_profile  # noqa: E402
 from modelpress.benchmarks.profiler import ProfileConfig  # noqa: E402
 from modelpress.data import Dataset  # noqa: E402
-from modelpress.errors import ModelpressError  # noqa: E402
+from modelpress.errors import ModelpressError, first_line  # noqa: E402
 from modelpress.evaluators import build_evaluator  # noqa: E402
 from modelpress.io import write_json, write_text  # noqa: E402
 from modelpress.study import Candidate  # noqa: E402
-
-QUANT = ("dynamic-int8", "fp16", "static-int8")
 
 
 @dataclass
@@ -415,7 +413,7 @@ def main() -> int:
             w = WORKLOADS[name](wout, args.quick)
             rows += run_workload(w, wout, profiles, pcfg)
         except (ModelpressError, ImportError) as e:  # a missing optional model or package: say so, go on
-            skipped[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            skipped[name] = f"{type(e).__name__}: {first_line(e, 200)}"
             continue
         na.update({f"{name} / {t}": why for t, why in w.not_applicable.items()})
         workloads.append({"name": name, "kind": w.kind, "model": w.model, "data": w.data, "evaluator": w.evaluator,

@@ -263,7 +263,8 @@ def model_files(path: str | Path) -> list[Path]:
 def wants_external_data(model_in: str | Path) -> bool:
     """Whether a pass's output from `model_in` should keep its weights externally: when the input does, or
     when the input is past EXTERNAL_THRESHOLD_BYTES."""
-    return has_external_data(model_in) or model_size_bytes(model_in) > EXTERNAL_THRESHOLD_BYTES
+    files = model_files(model_in)  # one parse of the graph for both questions (it runs before every pass)
+    return len(files) > 1 or sum(f.stat().st_size for f in dict.fromkeys(files)) > EXTERNAL_THRESHOLD_BYTES
 
 
 def save_model(model, path: str | Path, external: bool) -> None:

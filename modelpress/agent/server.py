@@ -27,7 +27,7 @@ from typing import Any
 
 from modelpress.agent.jobs import JobSpec, parse_job, run_job
 from modelpress.agent.store import (
-    SHA256_RE, BlobStore, TooLarge, default_state_dir, load_or_create_token, lock_state_dir, token_matches,
+    BlobStore, TooLarge, default_state_dir, load_or_create_token, lock_state_dir, token_matches,
 )
 from modelpress.errors import ModelpressError, first_line
 
@@ -252,7 +252,6 @@ def make_app(agent: Agent):
     app.router.add_route("HEAD", blob, agent.head_blob)
     app.router.add_put(blob, agent.put_blob)
     app.router.add_post(API + "/profile", agent.profile)
-    assert SHA256_RE.pattern  # the route's pattern and the store's agree: 64 lower-case hex digits
     return app
 
 
@@ -319,10 +318,9 @@ async def _serve(cfg: AgentConfig, token: str) -> None:
 
 def serve(cfg: AgentConfig) -> None:
     """Run the agent until SIGINT/SIGTERM. Creates the token file (0600) on first start."""
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        raise ModelpressError("the agent needs aiohttp: pip install 'modelpress[agent]'") from None
+    from modelpress._deps import require
+
+    require("aiohttp", "the agent")
     cfg.check()
     state = Path(cfg.state_dir).expanduser()
     lock_fd = lock_state_dir(state)

@@ -28,7 +28,7 @@ class ClassificationEvaluator(Evaluator):
     def predict(self, model: ModelLike, data: Dataset, runtime: str = "ort-cpu") -> Predictions:
         cfg: ClassificationConfig = self.config  # type: ignore[assignment]
         outs = run_outputs(model, data, runtime, cfg.batch_size, [cfg.output] if cfg.output else None)
-        return Predictions(model_name(model), next(iter(outs.values())) if not cfg.output else outs[cfg.output])
+        return Predictions(model_name(model), next(iter(outs.values())))  # only the named output, when named
 
     def score(self, pred: Predictions, data: Dataset, reference: Predictions | None, targets: Any) -> dict[str, Any]:
         from modelpress.benchmarks.evaluate import fidelity, top1

@@ -156,11 +156,10 @@ def _decoder(name: str) -> Callable[[np.ndarray, DetectionConfig], list[Raw]]:
 def coco_map(truth: list[np.ndarray], dets: list[np.ndarray], class_agnostic: bool = True) -> dict[str, float | None]:
     """COCO box mAP@0.5 and mAP@0.5:0.95 (pycocotools, maxDets 100). truth: per image [K, 4 or 5] xyxy (+ class);
     dets: per image [M, 6] xyxy, score, class. None where there is no true box at all."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise ModelpressError("detection mAP needs pycocotools: pip install 'modelpress[eval]'") from None
+    from modelpress._deps import require
+
+    COCO = require("pycocotools.coco", "detection mAP").COCO  # noqa: N806
+    COCOeval = require("pycocotools.cocoeval", "detection mAP").COCOeval  # noqa: N806
     if len(truth) != len(dets):
         raise ModelpressError(f"detection: {len(truth)} images of truth for {len(dets)} images of detections")
     anns, cats = [], {1}
