@@ -31,7 +31,10 @@ def test_auto_writes_the_fastest_faithful_candidate_and_says_why_the_others_lost
     assert out.is_file() and res["pick"] in {r["name"] for r in res["rows"]}
     timed = [r for r in res["rows"] if r["p50_ms"] is not None]
     pick = next(r for r in timed if r["name"] == res["pick"])
-    assert all(r["p50_ms"] >= pick["p50_ms"] for r in timed)  # the fastest of the faithful ones
+    if res["note"]:  # nothing beat FP32 on this run: the graph-optimized FP32 model is written, never a slower one
+        assert res["pick"] == "graph" and "FP32" in res["note"]
+    else:  # the fastest of the faithful ones (an internal-consistency check on one run's numbers, not a speed target)
+        assert all(r["p50_ms"] >= pick["p50_ms"] for r in timed)
     assert all(r["why_not"] for r in res["rows"] if r["name"] != res["pick"])  # every loser says why
     assert res["isa"] is not None and res["profile"] == "edge-1core"
 

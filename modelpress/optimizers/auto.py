@@ -117,8 +117,13 @@ def auto_optimize(model: str | Path, output: str | Path, calib: Dataset | None =
             if best is None:
                 raise ModelpressError("auto: no candidate could be built and timed: " +
                                       "; ".join(f"{r['name']}: {r['why_not']}" for r in rows)[:800])
+        floor = min(graph_p50, fp32)
         for r in timed:
-            if r is not best:
+            if r is best:
+                continue
+            if note:  # the fallback: nothing quantized beat FP32, so a faster-than-graph row still lost to FP32
+                r["why_not"] = f"not faster than FP32: {r['p50_ms']:.4g} ms vs {floor:.4g} ms p50 on {prof.name}"
+            else:
                 r["why_not"] = f"slower: {r['p50_ms']:.4g} ms vs {best['p50_ms']:.4g} ms p50 on {prof.name}"
         place_model(Path(tmp) / f"{best['name']}.onnx", output, move=True)  # with its external data, if any
     return AutoResult(str(output), best["name"], sorted(flags), runtime, prof.name,
