@@ -78,7 +78,7 @@ def plots(report: dict) -> dict[str, str]:
 
 
 def render_html(report: dict) -> str:
-    from modelpress.benchmarks.report import table_cells
+    from modelpress.benchmarks.report import auto_line, table_cells
 
     esc = html.escape
     head, body = table_cells(report)
@@ -92,6 +92,9 @@ def render_html(report: dict) -> str:
     findings = "".join(f"<li><b>{esc(r['name'])}</b>: {esc(f)}</li>" for r in report["variants"] for f in r["findings"])
     pareto = "".join(f"<li>{esc(p)}: {esc(', '.join(ns))}</li>" for p, ns in report.get("pareto", {}).items())
     failed = "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in (report.get("failed") or {}).items())
+    auto = report.get("auto")
+    auto_html = "" if not auto else (f"<p><b>auto would pick:</b> {esc(auto_line(auto))}</p><ul>" + "".join(
+        f"<li><b>{esc(r['name'])}</b>: {esc(r['why_not'])}</li>" for r in auto["rows"] if r["why_not"]) + "</ul>")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(report['title'])}</title>
 <style>
@@ -106,6 +109,7 @@ onnxruntime {esc(m['onnxruntime'])}. Schema {esc(report['schema'])} v{report['sc
 <p class="pick-line"><b>Pick</b> ({esc(sel['objective'])}, max accuracy drop {sel['max_accuracy_drop'] * 100:.2f} pt):
 {esc(sel['reason'])}</p>
 <ul>{rejected}</ul>
+{auto_html}
 <h2>Variants</h2>
 <table><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr></thead><tbody>{rows}</tbody></table>
 <h2>Pareto front (size × latency × accuracy)</h2><ul>{pareto}</ul>

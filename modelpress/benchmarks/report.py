@@ -259,6 +259,15 @@ def _agree_cell(row: dict, metric: str = "top1") -> str:
     return f"{row['fidelity']['top1_agreement'] * 100:.1f}%"
 
 
+def auto_line(auto: dict) -> str:
+    """The report's `auto` section in one line: what `optimize -t auto` would write from this study's candidates."""
+    isa = ", ".join(auto["isa"]) or "baseline"
+    line = (f"{auto['pick'] or 'nothing'} (what `optimize -t auto` writes: the fastest of its candidates that passed "
+            f"the validation floor, on {auto['profile']}, never slower than FP32 with graph optimizations; "
+            f"planned for ISA {isa})")
+    return line + (f"; {auto['note']}" if auto["note"] else "")
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
@@ -276,6 +285,9 @@ def render_markdown(report: dict) -> str:
     sel = report["selection"]
     lines += ["", f"**Pick ({sel['objective']}, max accuracy drop {sel['max_accuracy_drop'] * 100:.2f} pt):** {sel['reason']}"]
     lines += [f"- {k} not picked: {v}" for k, v in sel["rejected"].items()]
+    if report.get("auto"):
+        lines += ["", f"**auto would pick:** {auto_line(report['auto'])}"]
+        lines += [f"- {r['name']}: {r['why_not']}" for r in report["auto"]["rows"] if r["why_not"]]
     if report.get("pareto"):
         lines += [""] + [f"Pareto front on {p} (size × latency × accuracy): {', '.join(ns)}"
                          for p, ns in report["pareto"].items()]
@@ -325,6 +337,8 @@ def render_rich(report: dict, wide: bool = False):
     parts.append(Text.assemble(("Pick: ", "bold green"), sel["reason"]))
     for name, why in sel["rejected"].items():
         parts.append(Text(f"  {name} not picked: {why}"))
+    if report.get("auto"):
+        parts.append(Text.assemble(("auto would pick: ", "bold cyan"), auto_line(report["auto"])))
     for r in report["variants"]:
         for f in r["findings"]:
             parts.append(Text.assemble(("Finding: ", "bold yellow"), f"{r['name']} is {f}"))

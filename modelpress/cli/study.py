@@ -47,14 +47,17 @@ def _load_recipe(recipe: Path, dump_recipe: Path | None, allow_outside: bool) ->
     """A recipe, checked, with the output-safety rule applied to its inputs and outputs before any work."""
     from modelpress.io import guard_outputs
     from modelpress.study import load_study_recipe
+    from modelpress.study.auto import possible_names
+    from modelpress.study.plan import model_file
 
     rec = load_study_recipe(recipe, allow_outside=allow_outside)
     study = Path(rec.output)  # OUTPUT/recipe.yaml is left out: replaying it rewrites it with the same recipe
+    files = [model_file(n) for c in rec.candidates for n in possible_names(c["name"], c["chain"])]
     guard_outputs({"RECIPE": recipe, "model": rec.model, **{f"data.{k}": v for k, v in rec.data.items()},
                    "source": path_source(rec.source)},
                   {"--dump-recipe": dump_recipe,
                    **{f"the study's {n}": study / n for n in ("report.json", "report.md", "report.html")},
-                   **{f"the study's {c['name']}.onnx": study / f"{c['name']}.onnx" for c in rec.candidates}},
+                   **{f"the study's {f}": study / f for f in files}},
                   out_dirs={"the study's output": study})
     return rec
 
@@ -132,7 +135,8 @@ _RUN_HELP = """Run study recipes: every candidate chain, evaluated and profiled 
 
     \b
     RECIPE is YAML (see `modelpress.study.recipe` or the README): source/model, data, candidates such as
-    [graph, static-int8] or ["prune-structured:0.5", static-int8], profiles, metric and selection
+    [graph, static-int8], ["prune-structured:0.5", static-int8] or [auto] (optimize -t auto's candidates for this
+    CPU, named auto/..., and the report says which one -t auto would pick), profiles, metric and selection
     (max_accuracy_drop with its unit: 1pt absolute, '1%' relative, a bare 0.01 a fraction; objective latency, size
     or weighted) and min_fidelity (the validation floor, e.g. cosine=0.99; every failed candidate is recorded).
     Finished steps are cached under OUTPUT/.cache by a hash of their inputs: a re-run, or a run after

@@ -3,6 +3,8 @@ one under an accuracy budget.
 
 - `plan`: the typed study (`StudyPlan`, `Candidate`, `SelectionConfig`) and chain checks;
 - `recipe`: the YAML form (`StudyRecipe`, `load_study_recipe`), checked with line numbers;
+- `auto`: an `auto` candidate expanded into `optimize -t auto`'s chains for this CPU, and the report's `auto`
+  section (which of them `-t auto` would pick);
 - `stages`: build -> evaluate -> profile, each recording a candidate's failure and going on;
 - `run`: `run_plan`, `compare` (keywords, for scripts), `run_study` (a recipe, cached, replayable) and
   `run_studies` (several recipes, one progress view);

@@ -13,6 +13,7 @@ from modelpress.benchmarks.profiler import ProfileConfig
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
 from modelpress.optimizers import build_pass
+from modelpress.optimizers.autopick import AUTO
 from modelpress.validate import DEFAULT_MIN_FIDELITY
 
 METRICS = ("top1", "agreement", "cosine")
@@ -34,6 +35,11 @@ class Candidate:
     @property
     def label(self) -> str:
         return " + ".join(t for t, _ in self.steps) or "-"
+
+    @property
+    def is_auto(self) -> bool:
+        """`auto`: expanded when the study runs into auto's chains for this CPU (modelpress.study.auto)."""
+        return any(t == AUTO for t, _ in self.steps)
 
 
 @dataclass
@@ -118,14 +124,40 @@ class StudyPlan:
             build_evaluator(self.evaluator, self.evaluator_options)
         for c in self.candidates:
             check_chain(c.steps, has_source=self.source is not None)
+        check_names(self.candidates)
 
 
 def default_metric(eval_data: Dataset) -> str:
     return "top1" if eval_data.labels is not None else "agreement"
 
 
+def model_file(name: str) -> str:
+    """The file a candidate's model is written to in the study's folder: its name, '/' written '-' (auto's
+    candidates are named PREFIX/NAME, e.g. auto/static-int8 -> auto-static-int8.onnx)."""
+    return name.replace("/", "-") + ".onnx"
+
+
+def check_names(candidates: list[Candidate]) -> None:
+    """Every candidate has its own name and its own model file; fp32 is the reference's."""
+    seen: dict[str, str] = {model_file("fp32"): "fp32 (the reference)"}
+    for c in candidates:
+        f = model_file(c.name)
+        if f in seen:
+            raise ModelpressError(f"candidates {seen[f]!r} and {c.name!r} would both write {f}: give each candidate "
+                                  "its own name")
+        seen[f] = c.name
+
+
 def check_chain(steps: list[tuple[str, dict[str, Any]]], has_source: bool = True) -> None:
-    """A chain is PyTorch techniques (if any) first, then ONNX passes; every name and option must be valid."""
+    """A chain is PyTorch techniques (if any) first, then ONNX passes; every name and option must be valid.
+    `auto` stands alone with no options: it is expanded into auto's own chains when the study runs."""
+    if any(t == AUTO for t, _ in steps):
+        if len(steps) > 1:
+            raise ModelpressError(f"chain {[t for t, _ in steps]}: auto is a candidate on its own (it becomes whole "
+                                  "chains for this CPU), so it cannot be chained with other techniques")
+        if steps[0][1]:
+            raise ModelpressError(f"auto chooses every option itself: give it no options (got {sorted(steps[0][1])})")
+        return
     seen_onnx = None
     for technique, options in steps:
         p = build_pass(technique, options)
@@ -141,5 +173,6 @@ def check_chain(steps: list[tuple[str, dict[str, Any]]], has_source: bool = True
 
 
 def full_chain(chain: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    """Every step with every option, defaults included: what a recipe-as-run records and what cache keys hash."""
-    return [(t, build_pass(t, o).config.to_dict()) for t, o in chain]
+    """Every step with every option, defaults included: what a recipe-as-run records and what cache keys hash.
+    `auto` stays `auto` (it has no options; it is expanded for the CPU that runs the study)."""
+    return [(t, {} if t == AUTO else build_pass(t, o).config.to_dict()) for t, o in chain]

@@ -16,6 +16,7 @@ ran, with every option spelled out, so replaying it gives the same artifacts.
         chain: ["prune-structured:0.5", static-int8]     # TECHNIQUE:VALUE sets its main option
       - name: fp16
         chain: [{technique: fp16, options: {keep_io_types: true}}]
+      - [auto]                                   # auto's chains for this CPU: auto/graph, auto/static-int8, ...
     profiles: [edge-1core, edge-2core]
     profile: {iterations: 200, warmup: 20}
     metric: top1                                # top1 | agreement | cosine
@@ -24,6 +25,9 @@ ran, with every option spelled out, so replaying it gives the same artifacts.
     output: study                               # folder, relative to the recipe
 
 Steps are cached under OUTPUT/.cache by a hash of their inputs and config (see modelpress.cache).
+`auto` (no options, not chained) is expanded when the study runs into the candidates `optimize -t auto` would try
+on this machine, each judged like any other; report.json's `auto` section says which one `-t auto` would pick and
+the ISA flags it planned for (modelpress.study.auto). The recipe as run keeps `auto`.
 """
 
 from __future__ import annotations
@@ -40,11 +44,13 @@ from modelpress.benchmarks.profiler import ProfileConfig
 from modelpress.errors import ModelpressError
 from modelpress.exporters.torch_onnx import ExportConfig
 from modelpress.io import write_text
+from modelpress.optimizers.autopick import AUTO
 from modelpress.optimizers.pytorch import FinetuneConfig
 from modelpress.study.plan import (
-    METRICS, STUDY_PROFILE_DEFAULTS, SelectionConfig, check_chain, study_profile_config,
+    METRICS, STUDY_PROFILE_DEFAULTS, SelectionConfig, check_chain, model_file, study_profile_config,
 )
 from modelpress.recipe import RECIPE_VERSION, _mapping, _where, parse_step
+from modelpress.study.auto import possible_names
 
 _TOP = {"modelpress", "kind", "title", "source", "model", "export", "data", "finetune", "candidates", "profiles",
         "profile", "metric", "selection", "output", "min_fidelity", "evaluator"}
@@ -110,6 +116,9 @@ def _step(raw: Any, node: yaml.Node, path: Path) -> tuple[str, dict[str, Any]]:
         tech, sep, value = raw.partition(":")
         if not sep:
             return tech, {}
+        if tech == AUTO:
+            raise ModelpressError(f"{_where(node, path)}: auto chooses every option itself: write it as [auto], "
+                                  "with no value or options")
         from modelpress.optimizers.registry import PASSES
 
         primary = PASSES[tech].primary_option if tech in PASSES else None
@@ -250,9 +259,16 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
         except ModelpressError as e:
             raise ModelpressError(f"{_where(chain_node, path)}: {e}") from None
         name = str(name or "+".join(t for t, _ in chain))
-        if name in names or name == "fp32":
-            raise ModelpressError(f"{_where(node, path)}: candidate name {name!r} is used twice (fp32 is the reference)")
-        names.add(name)
+        if chain[0][0] == AUTO and any(c["chain"][0][0] == AUTO for c in candidates):
+            raise ModelpressError(f"{_where(node, path)}: auto may be a candidate once per study")
+        # the files they write: 'a/b' and 'a-b' would both write a-b.onnx; auto's candidates are auto/graph, ...
+        files = {model_file(n) for n in possible_names(name, chain)}
+        if files & names or name == "fp32":
+            hint = "; auto's candidates are named NAME/graph, NAME/static-int8, ..." if any(
+                c["chain"][0][0] == AUTO for c in [*candidates, {"chain": chain}]) else ""
+            raise ModelpressError(f"{_where(node, path)}: candidate name {name!r} is used twice (fp32 is the "
+                                  f"reference{hint})")
+        names |= files
         candidates.append({"name": name, "chain": chain})
     model = doc.get("model")
     if model is not None and not Path(resolve(model)).is_file() and "source" not in top:

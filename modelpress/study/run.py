@@ -23,6 +23,7 @@ from modelpress.io import write_json, write_text
 from modelpress.onnxutil import check_onnx_file
 from modelpress.progress import progress_bar
 from modelpress.study.executors import Executor, get_executor
+from modelpress.study.auto import auto_section, expand_auto
 from modelpress.study.executors.base import PhaseGate, Prefixed
 from modelpress.study.plan import Candidate, SelectionConfig, StudyPlan, default_metric
 from modelpress.study.stages import _build_stage, _evaluate_stage, _profile_stage, _Run, _variant
@@ -45,12 +46,14 @@ def run_plan(plan: StudyPlan, *, show_progress: bool = True, executor: Executor 
              progress: Any = None) -> dict[str, Any]:
     """Build, validate, evaluate and profile every candidate of `plan`, pick one, write report.json/report.md.
 
-    Every candidate is built through the validation choke point (the floor against the reference, on the
-    calibration data when given, so repairs are not tuned on the evaluation set; else on the evaluation data).
-    A candidate that fails at build, validation, evaluation or profiling is recorded under `failed` (with its
-    stage) and the study goes on; the study raises only when the reference itself fails, or (require_completed,
-    after every output is written) when no candidate completed. `executor`: where the work runs (an Executor, or
-    "local" / "ray"; default local); `progress`: a progress display to add this study's bars to."""
+    An `auto` candidate is first expanded into auto's chains for this CPU (modelpress.study.auto); the report's
+    `auto` section then says which of them `optimize -t auto` would pick. Every candidate is built through the
+    validation choke point (the floor against the reference, on the calibration data when given, so repairs are
+    not tuned on the evaluation set; else on the evaluation data). A candidate that fails at build, validation,
+    evaluation or profiling is recorded under `failed` (with its stage) and the study goes on; the study raises
+    only when the reference itself fails, or (require_completed, after every output is written) when no candidate
+    completed. `executor`: where the work runs (an Executor, or "local" / "ray"; default local); `progress`: a
+    progress display to add this study's bars to."""
     plan.check()
     with _executor(executor) as ex:
         return _run_plan(plan, ex, show_progress, progress)
@@ -58,6 +61,8 @@ def run_plan(plan: StudyPlan, *, show_progress: bool = True, executor: Executor 
 
 def _run_plan(plan: StudyPlan, ex: Executor, show_progress: bool, progress: Any) -> dict[str, Any]:
     reference = check_onnx_file(plan.reference)
+    # `auto` becomes its chains for this CPU and this model (modelpress.study.auto), before any work
+    candidates, auto = expand_auto(plan.candidates, Path(reference), plan.calib_data is not None, plan.runtime)
     ex.check(plan)
     out_dir = Path(plan.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +88,7 @@ def _run_plan(plan: StudyPlan, ex: Executor, show_progress: bool, progress: Any)
     shown = contextlib.nullcontext(progress) if progress is not None else progress_bar(show_progress)
     with shown as prog:
         with ex.compute_phase():  # studies side by side: none times while another still builds
-            _build_stage(run, plan.candidates, variants, build_inputs, train_sha, prog, kw)
+            _build_stage(run, candidates, variants, build_inputs, train_sha, prog, kw)
             variants = _evaluate_stage(run, variants, prog)
         with ex.timing_phase():
             variants = _profile_stage(run, variants, plan.profiles, plan.profile, prog, where or None)
@@ -98,6 +103,8 @@ def _run_plan(plan: StudyPlan, ex: Executor, show_progress: bool, progress: Any)
     )
     report["failed"] = {f["name"]: f"{f['stage']}: {f['reason']}" for f in run.failures}
     report["failures"] = run.failures
+    if auto is not None:  # what `optimize -t auto` would pick among its candidates, from these measurements
+        report["auto"] = auto_section(report, auto, plan.selection.profile or plan.profiles[0].name)
     if cache is not None:
         report["cache"] = {"hits": cache.hits, "misses": cache.misses}
     if ex.records_placement:  # which node built, evaluated and timed each variant ("cache": reused)

@@ -22,7 +22,7 @@ from modelpress.onnxutil import graph_stats, model_size_bytes
 from modelpress.optimizers import optimize_chain
 from modelpress.optimizers.pytorch import is_torch_technique
 from modelpress.study.executors.base import Executor, LocalExecutor, StageProgress
-from modelpress.study.plan import Candidate, full_chain
+from modelpress.study.plan import Candidate, full_chain, model_file
 from modelpress.validate import Validator
 
 
@@ -208,7 +208,7 @@ def _build_stage(run: _Run, candidates: list[Candidate], variants: list[Variant]
     keys: dict[str, str | None] = {}
     todo: list[Candidate] = []
     for c in candidates:
-        path = run.out_dir / f"{c.name}.onnx"
+        path = run.out_dir / model_file(c.name)
         bkey = meta = None
         if run.cache is not None:  # keyed by every option, defaults spelled out: a replayed recipe-as-run hits
             bkey = key_of("build", *build_inputs, full_chain(c.steps),
@@ -224,10 +224,10 @@ def _build_stage(run: _Run, candidates: list[Candidate], variants: list[Variant]
         bar.advance()
     ctx = {"reference": run.reference, "calib": run.calib_data, "kw": kw,
            "plugins": run.plugins([t for c in todo for t, _ in c.steps])}
-    outcomes = run.executor.map(_build_task, [(c, str(run.out_dir / f"{c.name}.onnx")) for c in todo], ctx,
+    outcomes = run.executor.map(_build_task, [(c, str(run.out_dir / model_file(c.name))) for c in todo], ctx,
                                 stage="build", labels=[c.name for c in todo], progress=bar)
     for c, o in zip(todo, outcomes):
-        path = run.out_dir / f"{c.name}.onnx"
+        path = run.out_dir / model_file(c.name)
         # a worker on another node must have written into the shared folder; a local one wrote it here
         error = o.error or (_not_here(path, o.value["sha256"], o.node) if o.node is not None else None)
         if error is not None:  # one candidate's failure must not end the study: record it, go on
@@ -241,7 +241,7 @@ def _build_stage(run: _Run, candidates: list[Candidate], variants: list[Variant]
         metas[c.name]["sha256"] = o.value["sha256"]
     for c in candidates:  # the report lists the candidates in the recipe's order, whatever finished first
         if c.name in metas:
-            path = run.paths[c.name] = run.out_dir / f"{c.name}.onnx"
+            path = run.paths[c.name] = run.out_dir / model_file(c.name)
             variants.append(_variant(c.name, c.label, path, **metas[c.name]))
 
 
