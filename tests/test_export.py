@@ -36,6 +36,19 @@ def test_export_dynamic_batch_and_parity(tmp_path, exporter):
     onnx.checker.check_model(str(out), full_check=True)
 
 
+def test_intermediate_tensors_keep_types_not_shapes(tmp_path):
+    """Shapes on every tensor make ONNX Runtime fuse Add+LayerNorm into a slower CPU kernel (see _types_only);
+    types stay, because the quantizers need them. The graph's own inputs and outputs keep their shapes."""
+    model, example = tiny_cnn()
+    plain, shaped = tmp_path / "m.onnx", tmp_path / "s.onnx"
+    export_onnx(model, example, plain, ExportConfig(exporter="dynamo"))
+    export_onnx(model, example, shaped, ExportConfig(exporter="dynamo", keep_intermediate_shapes=True))
+    vi = onnx.load(str(plain)).graph.value_info
+    assert vi and all(v.type.tensor_type.elem_type and not v.type.tensor_type.HasField("shape") for v in vi)
+    assert any(v.type.tensor_type.HasField("shape") for v in onnx.load(str(shaped)).graph.value_info)
+    assert _dims(plain) == [["batch", 1, 16, 16]] and _dims(plain, "output") == _dims(shaped, "output")
+
+
 def test_auto_prefers_dynamo_and_static_batch(tmp_path):
     model, example = tiny_cnn()
     res = export_onnx(model, example, tmp_path / "m.onnx", ExportConfig(dynamic_batch=False))

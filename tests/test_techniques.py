@@ -49,6 +49,36 @@ def test_graph_pass(block, tmp_path, options, fused):
         assert res.notes[0].startswith("fused:")
 
 
+def test_fusion_then_dynamic_int8_on_a_bert_export(tmp_path):
+    """A BERT exported by dynamo, without value_info, defeats ORT's symbolic shape inference ('Incomplete'); after the transformers
+    fusion (contrib ops such as BiasGelu) ONNX shape inference cannot type the attention's MatMul inputs either, and
+    ORT's quantizer refused them ("Unable to find data type") unless told the default type is float."""
+    pytest.importorskip("transformers")
+    import onnx
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from modelpress.exporters import ExportConfig, export_onnx
+    from modelpress.models.minilm import SentenceEmbedder
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=64), add_pooling_layer=False)
+    bert.config._attn_implementation = "eager"
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 100, (16, 12)).astype(np.int64)
+    data = Dataset({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+    export_onnx(SentenceEmbedder(bert.eval()).eval(), {k: torch.from_numpy(v[:2]) for k, v in data.inputs.items()},
+                tmp_path / "bert.onnx", ExportConfig(exporter="dynamo"))
+    bare = onnx.load(str(tmp_path / "bert.onnx"))
+    del bare.graph.value_info[:]  # as most third-party exports come: no types on intermediate tensors
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    optimize_chain(tmp_path / "bare.onnx", tmp_path / "q.onnx",
+                   [("graph", {"tool": "transformers", "model_type": "bert"}),
+                    ("dynamic-int8", {"weight_type": "int8", "per_channel": True})], data=data)
+    assert "MatMulInteger" in op_counts(tmp_path / "q.onnx")
+
+
 def test_fp16_halves_size_keeps_io_float32(block, tmp_path):
     path, data, ref = block
     res = optimize(path, tmp_path / "h.onnx", "fp16")

@@ -151,6 +151,7 @@ class DynamicInt8(Pass):
         """External data in, external data out (`OUT.onnx.data`). Memory: ~3.3x the model (measured at 2.4 GB),
         ONNX Runtime's: quantize_dynamic holds the model while its ONNXQuantizer deep-copies and reloads it for
         shapes (modelpress.optimizers.memory refuses a run that cannot fit, naming int8-weight/static-int8)."""
+        import onnx
         from onnxruntime.quantization import quantize_dynamic
 
         c: DynamicInt8Config = self.config  # type: ignore[assignment]
@@ -164,6 +165,9 @@ class DynamicInt8(Pass):
                     str(src), str(model_out), weight_type=_qtype(c.weight_type), per_channel=c.per_channel,
                     reduce_range=reduce_range, op_types_to_quantize=c.op_types,
                     nodes_to_exclude=c.exclude_nodes or None, use_external_data_format=external,
+                    # a weight whose type shape inference cannot reach (after contrib ops such as BiasGelu, in a
+                    # graph without value_info, as most third-party exports are) is a float weight
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
                 )
         notes += rr_notes
         check_quantized(model_out, self.name)
