@@ -317,6 +317,9 @@ CASES += [
      "is in points but relative: true says otherwise"),
     ("recipe relative not a boolean", _study("{relative: maybe}"), 2, "relative must be true or false, got 'maybe'"),
     ("recipe budget NaN", _study("{max_accuracy_drop: .nan}"), 2, "max_accuracy_drop must be a finite number"),
+    ("recipe task budget not a number", _study("{max_task_drop: lots}"), 2,
+     "r.yaml:9: max_task_drop must be a fraction (0.02) or a percentage ('2%')"),
+    ("recipe task budget over 100%", _study("{max_task_drop: '150%'}"), 2, "max_task_drop must be a fraction from 0 to 1"),
 ]
 
 # optimize (library checks that run before any pass)

@@ -508,8 +508,9 @@ def test_study_recipe_sections_are_typed_and_the_recipe_as_run_spells_them_out(s
     from modelpress.benchmarks.profiler import ProfileConfig
     from modelpress.study import SelectionConfig, load_study_recipe
 
-    rec = load_study_recipe(_write(study_folder, STUDY + "profile: {iterations: 7}\nselection: {max_accuracy_drop: 1pt}\n",
-                                   "typed.yaml"))
+    rec = load_study_recipe(_write(study_folder, STUDY + "profile: {iterations: 7}\n"
+                                   "selection: {max_accuracy_drop: 1pt, max_task_drop: '2%'}\n", "typed.yaml"))
+    assert rec.selection.max_task_drop == 0.02
     assert isinstance(rec.profile, ProfileConfig) and rec.profile.iterations == 7 and rec.profile.warmup == 20
     assert isinstance(rec.selection, SelectionConfig) and rec.selection.max_accuracy_drop == 0.01
     ran = yaml.safe_load(rec.to_yaml())

@@ -19,6 +19,23 @@ def test_pick_fastest_within_budget():
     assert "exceeds the budget" in sel["rejected"]["fast-but-bad"]
 
 
+def test_a_task_metric_loss_keeps_a_faithful_variant_out():
+    """A detector's raw outputs can stay cosine-close while its boxes move: with an evaluator, the headline task
+    metric has its own budget, a fraction of the reference's value, whichever way the metric points."""
+    def task(v, change, primary="map50_95"):
+        return {"evaluator": "detection", "primary": primary, primary: v, "change": change}
+
+    rows = [_row("fp32", 1.0, 1000), _row("int8", 0.5, 250), _row("fp16", 0.9, 500)]
+    rows[0]["task"], rows[1]["task"], rows[2]["task"] = task(0.40, 0.0), task(0.37, -0.03), task(0.399, -0.001)
+    sel = select(rows, 0.01, "edge", max_task_drop=0.02)
+    assert sel["pick"] == "fp16" and "7.5% worse" in sel["rejected"]["int8"] and sel["max_task_drop"] == 0.02
+    assert select(rows, 0.01, "edge", max_task_drop=0.1)["pick"] == "int8"
+    # lower is better (perplexity): change is signed positive = better, so a rise is a loss
+    rows[0]["task"], rows[1]["task"] = task(10.0, 0.0, "perplexity"), task(10.5, -0.5, "perplexity")
+    rows[2]["task"] = task(10.0, 0.0, "perplexity")
+    assert "5.0% worse" in select(rows, 0.01, "edge", max_task_drop=0.02)["rejected"]["int8"]
+
+
 def test_ties_within_margin_go_to_the_smaller_and_say_so():
     rows = [_row("fp32", 1.0, 1000), _row("int8", 1.02, 260)]
     sel = select(rows, 0.01, "edge")

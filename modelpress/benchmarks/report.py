@@ -91,7 +91,7 @@ def build_report(
         "machine": describe(), "task": task, "profiles": profiles, "profile_config": profile_config,
         "reference": ref.name, "variants": rows,
         "selection": select(rows, budget, objective_profile, latency_margin, metric, sel.get("objective", "latency"),
-                            sel.get("weights")),
+                            sel.get("weights"), sel.get("max_task_drop", max_accuracy_drop)),
         "pareto": {p["name"]: pareto_front(rows, p["name"], metric) for p in profiles},
     }
 
@@ -133,11 +133,13 @@ def _findings(name: str, lat: dict, ref_lat: dict, ref_name: str, margin: float)
 
 
 def select(rows: list[dict], max_accuracy_drop: float, profile: str, margin: float = 0.05,
-           metric: str = "top1", objective: str = "latency", weights: dict[str, float] | None = None) -> dict[str, Any]:
+           metric: str = "top1", objective: str = "latency", weights: dict[str, float] | None = None,
+           max_task_drop: float | None = None) -> dict[str, Any]:
     """Within the accuracy budget: fastest p50 on `profile` (objective latency; variants within `margin` of
     the fastest count as tied, that is run-to-run noise, and the smallest of them wins), or smallest
     (objective size), or lowest weighted score (latency and size as ratios to the reference, accuracy loss
-    in points). Explained in one line."""
+    in points). With task metrics (an evaluator's), a variant whose headline metric is worse than the reference's
+    by more than `max_task_drop` of it is out too. Explained in one line."""
     if objective not in ("latency", "size", "weighted"):
         raise ModelpressError(f"selection objective must be latency, size or weighted, got {objective!r}")
     ref = rows[0]
@@ -148,6 +150,8 @@ def select(rows: list[dict], max_accuracy_drop: float, profile: str, margin: flo
         if drop is not None and drop > max_accuracy_drop + 1e-12:
             rejected[r["name"]] = (f"cosine {1 - drop:.4f} is below {1 - max_accuracy_drop:.4f}" if metric == "cosine" else
                                    f"accuracy drop {drop * 100:.2f} pt exceeds the budget of {max_accuracy_drop * 100:.2f} pt")
+        elif (task_why := _task_loss(r, ref, max_task_drop)) is not None:
+            rejected[r["name"]] = task_why
         elif profile not in r["latency"]:
             rejected[r["name"]] = f"not profiled on {profile}"
         else:
@@ -198,7 +202,24 @@ def select(rows: list[dict], max_accuracy_drop: float, profile: str, margin: flo
                         f"ratio + {w['accuracy']:g} x accuracy loss in points)"}[objective]
     return {"objective": goal,
             "max_accuracy_drop": max_accuracy_drop, "latency_margin": margin,
+            **({"max_task_drop": max_task_drop} if ref.get("task") and max_task_drop is not None else {}),
             "pick": pick["name"], "reason": reason, "rejected": rejected}
+
+
+def _task_loss(row: dict, ref: dict, budget: float | None) -> str | None:
+    """Why `row` is out on its task metric (worse than the reference's by more than `budget` of it), or None."""
+    task, ref_task = row.get("task"), ref.get("task")
+    if budget is None or not task or not ref_task or row is ref or task.get("change") is None:
+        return None
+    key = task["primary"]
+    base = ref_task.get(key)
+    if not base:
+        return None
+    loss = -task["change"] / abs(base)  # change is signed so that positive = better, for every metric
+    if loss <= budget + 1e-12:
+        return None
+    return (f"task metric {key} {task.get(key):.4g} vs {base:.4g} for {ref['name']}: {loss:.1%} worse, over the "
+            f"budget of {budget:.1%} (selection.max_task_drop)")
 
 
 def _drop(row: dict, metric: str = "top1") -> float | None:

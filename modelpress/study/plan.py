@@ -53,16 +53,24 @@ class SelectionConfig:
     objective: Literal["latency", "size", "weighted"] = "latency"
     profile: str | None = None  # the edge profile the pick is made on (default: the first)
     weights: dict[str, float] | None = None  # objective weighted: {"latency": w, "size": w, "accuracy": w}
+    # With an evaluator: how much its headline metric (mAP, perplexity, FD, ...) may worsen, as a fraction of the
+    # reference's value. None: the same fraction as max_accuracy_drop. The fidelity floor alone does not protect
+    # a task metric (a detector's boxes can move while its raw outputs stay cosine-close).
+    max_task_drop: float | None = None
 
     def validate(self) -> None:
         if not 0 <= self.max_accuracy_drop <= 1:
             raise ModelpressError(f"selection: max_accuracy_drop must be a fraction from 0 to 1, got "
                                   f"{self.max_accuracy_drop}")
+        if self.max_task_drop is not None and not 0 <= self.max_task_drop <= 1:
+            raise ModelpressError(f"selection: max_task_drop must be a fraction from 0 to 1 (0.02 or '2%'), got "
+                                  f"{self.max_task_drop}")
 
     def rule(self) -> dict[str, Any]:
         """The selection mapping the report's `select` reads (everything but the budget)."""
         return {"relative": self.relative, "objective": self.objective, "profile": self.profile,
-                "weights": self.weights}
+                "weights": self.weights,
+                "max_task_drop": self.max_accuracy_drop if self.max_task_drop is None else self.max_task_drop}
 
 
 # A study's profiling defaults: more warm-up than a one-off `profile`, and the per-op breakdown that explains a

@@ -55,7 +55,7 @@ from modelpress.study.auto import possible_names
 _TOP = {"modelpress", "kind", "title", "source", "model", "export", "data", "finetune", "candidates", "profiles",
         "profile", "metric", "selection", "output", "min_fidelity", "evaluator"}
 _DATA = {"eval", "calib", "train"}
-_SELECTION = {"max_accuracy_drop", "relative", "objective", "profile", "weights"}
+_SELECTION = {"max_accuracy_drop", "relative", "objective", "profile", "weights", "max_task_drop"}
 
 
 @dataclass
@@ -210,6 +210,17 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
         raise ModelpressError(f"{at_drop}: max_accuracy_drop {short(drop)} is {'relative' if relative else 'in points'}"
                               f" but relative: {str(given).lower()} says otherwise; drop one of them")
     selection.update(max_accuracy_drop=fraction, relative=given)  # the recipe as run states relative: true/false
+    if selection.get("max_task_drop") is not None:  # a fraction of the reference's task metric: 0.02 or '2%'
+        task_drop = selection["max_task_drop"]
+        at_task = _where(sel_keys["max_task_drop"][1], path)
+        try:
+            if isinstance(task_drop, bool):
+                raise ValueError
+            text = str(task_drop).strip()
+            selection["max_task_drop"] = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            raise ModelpressError(f"{at_task}: max_task_drop must be a fraction (0.02) or a percentage ('2%') of the "
+                                  f"reference's task metric, got {short(task_drop)}") from None
     for section in ("export", "finetune", "profile"):
         if section in top and not isinstance(doc[section], dict):
             raise ModelpressError(f"{at(section)}: {section!r} must be a mapping")
