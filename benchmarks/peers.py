@@ -335,6 +335,11 @@ def measure(task: Task, arts: list[Art], args) -> None:
 
     validator = Validator(task.ref, task.evald, "ort-cpu", FidelityFloor(task.metric, 0.0), samples=len(task.evald),
                           data_source=task.data)
+    ref_out = None
+    if task.metric == "agreement":  # a classifier: also the agreement where FP32 is confident (softmax >= 0.5)
+        from modelpress.benchmarks.evaluate import fidelity, predict
+
+        ref_out = predict(task.ref, task.evald)
     for a in arts:
         if a.path is None:
             continue
@@ -344,6 +349,9 @@ def measure(task: Task, arts: list[Art], args) -> None:
             a.fidelity = {"metric": v.metric, "value": v.worst, "output": v.worst_output,
                           "worst_sample_cosine": min((o.cosine_min for o in cos), default=None),
                           "mean_cosine": min((o.cosine_mean for o in cos), default=None), "samples": v.samples}
+            if ref_out is not None:
+                fid = fidelity(predict(a.path, task.evald), ref_out)
+                a.fidelity.update(confident_agreement=fid.confident_agreement, confident_samples=fid.confident_samples)
         except Exception as e:  # noqa: BLE001
             a.error, a.path = f"invalid artifact: {_why(e)}; {_ort_verdict(a.path)}", None
     prof, cfg = resolve_profile("edge-1core"), ProfileConfig(iterations=args.iterations, warmup=10)
@@ -398,6 +406,9 @@ def markdown(task: Task, rows: list[dict], mach: dict, versions: dict, args) -> 
         f = r["fidelity"]
         val = "–" if f.get("value") is None else f"{f['value']:.4f}"
         wc = "–" if f.get("worst_sample_cosine") is None else f"{f['worst_sample_cosine']:.4f}"
+        if f.get("confident_samples") is not None:  # classifier: the agreement where FP32 is confident, (n)
+            ca = f.get("confident_agreement")
+            val += f"; {'–' if ca is None else format(ca, '.4f')} where FP32 is confident ({f['confident_samples']})"
         sp = "–" if r["speed_vs_fp32"] is None else f"{r['speed_vs_fp32']:.2f}x"
         lines.append(f"| {r['artifact']} | {sp} | {r['p50_ms']:.3f} ({r['iqr_ms']}) | {val} | {wc} | "
                      f"{r['size_mb']} | {r['note']} |")
