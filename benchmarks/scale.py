@@ -110,28 +110,20 @@ def run_child(model: Path, technique: str, out: Path, budget_mb: float, dim: int
 # ----------------------------------------------------------------------------------------------- the table
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    isa: list[str] = []
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        cpu = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), cpu)
-        flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-        isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags]
-    except OSError:
-        pass
+    from modelpress.machine import cpu_info
+
+    name, flags = cpu_info()
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags]
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "memory_gib": round(mem, 1),
-            "python": platform.python_version()}
+    return {"cpu": name or platform.processor() or platform.machine(), "isa": isa, "cores": os.cpu_count(),
+            "memory_gib": round(mem, 1), "python": platform.python_version()}
 
 
 def available_mb() -> float:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 / 2
+    from modelpress.machine import memory_mib
+
+    mib = memory_mib()["available"]
+    return mib if mib is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 / 2
 
 
 def markdown(rows: list[dict], info: dict, budget_mb: float) -> str:

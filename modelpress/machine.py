@@ -29,17 +29,45 @@ def vm_mib(field: str) -> float:
 
 
 @lru_cache(maxsize=1)
-def describe() -> dict:
-    cpu, flags = platform.processor() or platform.machine(), set()
+def cpu_info() -> tuple[str | None, frozenset[str]]:
+    """(model name, ISA flags) from /proc/cpuinfo, in x86 ("model name", "flags") and ARM ("Hardware"/"CPU
+    model", "Features") spellings; (None, empty) where there is no /proc. Read once per process."""
+    name, flags = None, set()
     try:
-        with open("/proc/cpuinfo") as f:
+        with open("/proc/cpuinfo", errors="replace") as f:
             for line in f:
-                if line.startswith("model name") and cpu in ("", platform.machine()):
-                    cpu = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and not name:
+                    name = value.strip() or None
+                elif key in ("flags", "features"):
+                    flags |= set(value.split())
     except OSError:
         pass
+    return name, frozenset(flags)
+
+
+def memory_mib() -> dict[str, float | None]:
+    """{"total": MiB, "available": MiB} from /proc/meminfo (None where it cannot be read). Read fresh each call:
+    available memory changes."""
+    out: dict[str, float | None] = {"total": None, "available": None}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("MemTotal", "MemAvailable"):
+                    out["total" if key == "MemTotal" else "available"] = int(value.split()[0]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+@lru_cache(maxsize=1)
+def describe() -> dict:
+    name, flags = cpu_info()
+    cpu = platform.processor() or platform.machine()
+    if name and cpu in ("", platform.machine()):
+        cpu = name
     import onnxruntime
 
     return {

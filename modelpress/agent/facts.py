@@ -23,20 +23,6 @@ def _read(path: str | Path, limit: int = 4096) -> str | None:
         return None
 
 
-def _cpuinfo() -> tuple[str | None, set[str]]:
-    """(model name, ISA flags) from /proc/cpuinfo, x86 and ARM spellings."""
-    name, flags = None, set()
-    text = _read("/proc/cpuinfo", 1 << 20) or ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "hardware", "cpu model") and not name:
-            name = value.strip() or None
-        elif key in ("flags", "features"):
-            flags |= set(value.split())
-    return name, flags
-
-
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -45,16 +31,11 @@ def _version(dist: str) -> str | None:
 
 
 def memory_mb() -> dict[str, float | None]:
-    """Total and available memory (MiB) from /proc/meminfo."""
-    out: dict[str, float | None] = {"total_mb": None, "available_mb": None}
-    for line in (_read("/proc/meminfo", 1 << 16) or "").splitlines():
-        key, _, value = line.partition(":")
-        if key in ("MemTotal", "MemAvailable"):
-            try:
-                out["total_mb" if key == "MemTotal" else "available_mb"] = round(int(value.split()[0]) / 1024, 1)
-            except (ValueError, IndexError):
-                pass
-    return out
+    """Total and available memory (MiB), as modelpress.machine reads them."""
+    from modelpress.machine import memory_mib
+
+    mem = memory_mib()
+    return {f"{k}_mb": None if v is None else round(v, 1) for k, v in mem.items()}
 
 
 def thermal() -> dict[str, Any]:
@@ -81,7 +62,9 @@ def device_facts() -> dict[str, Any]:
     from modelpress import __version__
     from modelpress.benchmarks.energy import describe_energy
 
-    name, flags = _cpuinfo()
+    from modelpress.machine import cpu_info
+
+    name, flags = cpu_info()
     board = _read("/proc/device-tree/model") or _read("/sys/devices/virtual/dmi/id/product_name")
     try:
         usable = len(os.sched_getaffinity(0))

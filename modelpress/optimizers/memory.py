@@ -37,14 +37,10 @@ _ADVICE = {"dynamic-int8": "ONNX Runtime's dynamic quantizer holds three copies 
 
 def available_bytes() -> int | None:
     """MemAvailable (Linux), or None where it cannot be read (then nothing is refused)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    from modelpress.machine import memory_mib
+
+    mib = memory_mib()["available"]
+    return None if mib is None else int(mib * 1024 * 1024)
 
 
 def check_memory(technique: str, model_in: str | Path, available: int | None = None) -> None:
