@@ -179,14 +179,16 @@ class StepCache:
         except Exception:  # noqa: BLE001 - not parseable as ONNX: cached as an opaque file
             external = False
         if external:
+            from modelpress.io import DataCheckFailed
             from modelpress.onnxutil import model_files
 
             before = [file_sha256(f) for f in model_files(path)[1:]]
-            place_model(path, dest)
-            data_sha = file_sha256(self._data(key))
-            if len(before) == 1 and before[0] != data_sha:  # the source changed while being copied
-                self._discard("models", key)
-                raise ModelpressError(f"{path} changed while it was being cached")
+            try:  # a source whose one data file changed while being copied is refused before anything is placed
+                place_model(path, dest, check_data=(lambda tmp: file_sha256(tmp) == before[0]) if len(before) == 1
+                            else None)
+            except DataCheckFailed:
+                raise ModelpressError(f"{path} changed while it was being cached") from None
+            data_sha = before[0] if len(before) == 1 else file_sha256(self._data(key))
             extra = {"data_sha256": data_sha, "size_bytes": os.path.getsize(dest) + os.path.getsize(self._data(key))}
             self.put("models", key, {**meta, "sha256": file_sha256(dest), **extra})
             return
