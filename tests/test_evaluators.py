@@ -273,6 +273,34 @@ def test_generative_evaluator_on_a_tiny_decoder_and_real_digits(tmp_path):
         ev.evaluate(path, z, targets=real[:10])
 
 
+REAL_FEATURE_CALLS: list[int] = []
+
+
+def counted_pooled_pixels(images: np.ndarray) -> np.ndarray:
+    """pooled_pixels that records each call's batch size (to see the real images' features computed once)."""
+    REAL_FEATURE_CALLS.append(len(images))
+    return pooled_pixels(images)
+
+
+def test_generative_evaluator_computes_the_real_features_once_per_set_of_real_images():
+    from modelpress.evaluators.base import Predictions
+
+    rng = np.random.default_rng(0)
+    real = rng.random((40, 1, 28, 28)).astype(np.float32)
+    pred = Predictions("m", {"reconstructions": rng.random((40, 1, 28, 28)).astype(np.float32),
+                             "samples": rng.random((30, 1, 28, 28)).astype(np.float32)})
+    ev = build_evaluator("generative", {"samples": 30, "features": "tests.test_evaluators:counted_pooled_pixels"})
+    z = Dataset({"z": np.zeros((40, 16), np.float32)})
+    REAL_FEATURE_CALLS.clear()
+    first = ev.score(pred, z, None, real)
+    assert ev.score(pred, z, None, real.copy()) == first  # same content, another array: cached
+    assert REAL_FEATURE_CALLS == [40, 30, 40, 30, 40]  # real, samples, reconstructions; then samples, recs only
+    changed = real.copy()
+    changed[0, 0, 0, 0] += 0.5
+    assert ev.score(pred, z, None, changed)["fd_reconstructions"] != first["fd_reconstructions"]
+    assert REAL_FEATURE_CALLS[5:] == [40, 30, 40]
+
+
 @pytest.mark.slow
 def test_digit_features_separate_real_digits_from_noise():
     """The default features (DigitsCNN trained on real MNIST first: the slow part): real vs real is close, real vs noise far."""

