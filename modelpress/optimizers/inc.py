@@ -240,12 +240,9 @@ def default_evaluator(reference: Path, data: Dataset) -> Callable[[str], float]:
 
 
 def _load_evaluator(spec: str) -> Callable[[str], float]:
-    mod, _, attr = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(mod), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ModelpressError(f"inc-tune: cannot load evaluator {spec!r}: {e}") from None
-    return fn
+    from modelpress.registry import load_object
+
+    return load_object(spec, "inc-tune: cannot load evaluator")
 
 
 class IncTune(Pass):
