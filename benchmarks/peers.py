@@ -186,7 +186,9 @@ def build(task: Task, work: Path, args, flags: set[str], versions: dict) -> tupl
             or work / "ort-dynamic.onnx", "S8 weights, per-tensor, every supported op")
     attempt("onnxruntime quantize_static (defaults)", lambda: _ort_static(task.ref, task.calib, work / "ort-static.onnx"),
             f"QDQ S8S8, per-tensor, MinMax on {len(task.calib)} calibration samples")
-    isa = "avx512_vnni" if {"avx512_vnni", "avx_vnni", "amx_int8"} & flags else "avx2" if "avx2" in flags else "arm64"
+    from modelpress.machine import VNNI_FLAGS
+
+    isa = "avx512_vnni" if VNNI_FLAGS & flags else "avx2" if "avx2" in flags else "arm64"
     if importlib.util.find_spec("optimum") is None:
         arts.append(Art("Optimum ORTQuantizer", error="not installed: pip install optimum-onnx==0.1.0"))
         isa = None

@@ -14,10 +14,6 @@ from pathlib import Path
 O2_KINDS = ("Attention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "EmbedLayerNormalization")
 
 
-def _why(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
-
-
 class Rows(list):
     """What Optimum's calibration reads of a `datasets.Dataset` (its rows, info, split, num_rows), over local
     arrays: Optimum's data reader only iterates it, so the `datasets` package is not needed."""
@@ -72,7 +68,10 @@ def o2(ref: Path, d: Path) -> tuple[Path, str]:
             onnx.save(SymbolicShapeInference.infer_shapes(onnx.load(str(optimized)), auto_merge=True), str(out))
         return out, note
     except Exception as e:  # noqa: BLE001
-        return optimized, (f"{note}; symbolic shape inference failed on O2's output ({_why(e)[:100]}): quantized "
+        from modelpress.errors import first_line
+
+        return optimized, (f"{note}; symbolic shape inference failed on O2's output ({type(e).__name__}: "
+                           f"{first_line(e, 100)}): quantized "
                            "O2's output as is")
 
 

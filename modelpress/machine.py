@@ -84,5 +84,9 @@ def describe() -> dict:
     }
 
 
+# x86 flags with 8-bit dot-product instructions: signed 8-bit weights and static QDQ are fast there
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
 def has_vnni() -> bool:
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(describe()["cpu_flags"]))
+    return bool(VNNI_FLAGS & set(describe()["cpu_flags"]))

@@ -93,6 +93,12 @@ class Evaluator(abc.ABC):
     def score(self, pred: Predictions, data: Dataset, reference: Predictions | None, targets: Any) -> dict[str, Any]:
         """The metrics from decoded predictions: against `targets` when given, else against `reference`."""
 
+    def output(self, model: ModelLike, data: Dataset, runtime: str = "ort-cpu") -> np.ndarray:
+        """The output the config names (`output`, "" = the first), run in the config's batches."""
+        name = getattr(self.config, "output", "")
+        outs = run_outputs(model, data, runtime, self.config.batch_size, [name] if name else None)
+        return next(iter(outs.values()))
+
     def evaluate(self, model: ModelLike, data: Dataset, runtime: str = "ort-cpu",
                  reference: "ModelLike | Predictions | None" = None, targets: Any = None) -> dict[str, Any]:
         """Metrics of `model` on `data`, measured on `runtime`."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
-from modelpress.evaluators.base import Evaluator, EvaluatorConfig, ModelLike, Predictions, model_name, run_outputs
+from modelpress.evaluators.base import Evaluator, EvaluatorConfig, ModelLike, Predictions, model_name
 
 
 @dataclass
@@ -26,9 +26,7 @@ class ClassificationEvaluator(Evaluator):
     primary = "top1"
 
     def predict(self, model: ModelLike, data: Dataset, runtime: str = "ort-cpu") -> Predictions:
-        cfg: ClassificationConfig = self.config  # type: ignore[assignment]
-        outs = run_outputs(model, data, runtime, cfg.batch_size, [cfg.output] if cfg.output else None)
-        return Predictions(model_name(model), next(iter(outs.values())))  # only the named output, when named
+        return Predictions(model_name(model), self.output(model, data, runtime))  # only the named output, when named
 
     def score(self, pred: Predictions, data: Dataset, reference: Predictions | None, targets: Any) -> dict[str, Any]:
         from modelpress.benchmarks.evaluate import fidelity, top1

@@ -20,7 +20,7 @@ import numpy as np
 
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
-from modelpress.evaluators.base import Evaluator, EvaluatorConfig, ModelLike, Predictions, model_name, run_outputs
+from modelpress.evaluators.base import Evaluator, EvaluatorConfig, ModelLike, Predictions, model_name
 from modelpress.registry import load_object
 
 Raw = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [M, 4] xyxy, scores [M], classes [M]
@@ -194,9 +194,7 @@ class DetectionEvaluator(Evaluator):
 
     def predict(self, model: ModelLike, data: Dataset, runtime: str = "ort-cpu") -> Predictions:
         cfg: DetectionConfig = self.config  # type: ignore[assignment]
-        outs = run_outputs(model, data, runtime, cfg.batch_size, [cfg.output] if cfg.output else None)
-        out = next(iter(outs.values()))
-        return Predictions(model_name(model), postprocess(_decoder(cfg.decoder)(out, cfg), cfg))
+        return Predictions(model_name(model), postprocess(_decoder(cfg.decoder)(self.output(model, data, runtime), cfg), cfg))
 
     def score(self, pred: Predictions, data: Dataset, reference: Predictions | None, targets: Any) -> dict[str, Any]:
         cfg: DetectionConfig = self.config  # type: ignore[assignment]

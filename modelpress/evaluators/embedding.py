@@ -10,7 +10,7 @@ import numpy as np
 
 from modelpress.data import Dataset
 from modelpress.errors import ModelpressError
-from modelpress.evaluators.base import Evaluator, EvaluatorConfig, ModelLike, Predictions, model_name, run_outputs
+from modelpress.evaluators.base import Evaluator, EvaluatorConfig, ModelLike, Predictions, model_name
 
 
 @dataclass
@@ -28,8 +28,7 @@ class EmbeddingEvaluator(Evaluator):
 
     def predict(self, model: ModelLike, data: Dataset, runtime: str = "ort-cpu") -> Predictions:
         cfg: EmbeddingConfig = self.config  # type: ignore[assignment]
-        outs = run_outputs(model, data, runtime, cfg.batch_size, [cfg.output] if cfg.output else None)
-        emb = next(iter(outs.values())).astype(np.float64)
+        emb = self.output(model, data, runtime).astype(np.float64)
         if cfg.pooling == "mean":
             if cfg.mask_input not in data.inputs or emb.ndim != 3:
                 raise ModelpressError(f"embedding: mean pooling needs [samples, tokens, dim] outputs and a "

@@ -207,7 +207,7 @@ def _export_torchscript(module, tensors, names, out_names, path: Path, cfg: Expo
     )
 
 
-def _types_only(path: Path) -> None:
+def _types_only(m) -> None:
     """Keep every intermediate tensor's type, drop its shape (graph inputs and outputs keep theirs).
 
     Why: with full shapes on every tensor, ONNX Runtime's CPU graph optimizer fuses each Add + LayerNormalization
@@ -215,13 +215,9 @@ def _types_only(path: Path) -> None:
     12 us at [1, 46, 384]), and all-MiniLM-L6-v2 ran 0.90x the speed of Optimum's export, which carries no shapes;
     types only: 1.01x. The types stay because the quantizers need them where shape inference stops at contrib ops.
     """
-    import onnx
-
-    m = onnx.load(str(path), load_external_data=False)
     for vi in m.graph.value_info:
         if vi.type.HasField("tensor_type"):
             vi.type.tensor_type.ClearField("shape")
-    onnx.save(m, str(path))
 
 
 def _problem_with(path: Path, cfg: ExportConfig, axes: dict[str, dict[int, str]]) -> str | None:
@@ -294,11 +290,12 @@ def export_onnx(module, example, output: str | Path, config: ExportConfig | None
 
         try:
             onnx.checker.check_model(str(tmp), full_check=True)
-            onnx.shape_inference.infer_shapes_path(str(tmp), str(tmp))
+            inferred = onnx.shape_inference.infer_shapes(onnx.load(str(tmp)))
         except Exception as e:
             raise ModelpressError(f"exported graph does not pass onnx.checker: {first_line(e)}") from None
         if not cfg.keep_intermediate_shapes:
-            _types_only(tmp)
+            _types_only(inferred)
+        onnx.save(inferred, str(tmp))
         parity, ins, outs = _parity(tmp, module, names, tensors, ref, cfg)
         # a model outside tolerance never appears at the requested path: it is kept under a name that says so
         final = output if parity.passed else output.with_name(f"{output.stem}.parity-failed{output.suffix or '.onnx'}")

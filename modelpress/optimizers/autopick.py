@@ -37,7 +37,9 @@ def _is_transformer(model: Path) -> bool:
 
 def candidates_for(model: Path, flags: set[str], calib: bool, fast_fp16: bool) -> list[tuple[str, Chain]]:
     """(name, chain) of the artifacts that can win on a CPU with these ISA flags, for this model."""
-    vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
+    from modelpress.machine import VNNI_FLAGS
+
+    vnni = bool(VNNI_FLAGS & flags)
     transformer = _is_transformer(model)
     fuse: Chain = [("graph", {"tool": "transformers", "model_type": "bert"})] if transformer else []
     out: list[tuple[str, Chain]] = [(GRAPH, [("graph", {"level": "all"})])]

@@ -211,16 +211,13 @@ def load_study_recipe(path: str | Path, *, allow_outside: bool = False) -> Study
                               f" but relative: {str(given).lower()} says otherwise; drop one of them")
     selection.update(max_accuracy_drop=fraction, relative=given)  # the recipe as run states relative: true/false
     if selection.get("max_task_drop") is not None:  # a fraction of the reference's task metric: 0.02 or '2%'
-        task_drop = selection["max_task_drop"]
-        at_task = _where(sel_keys["max_task_drop"][1], path)
+        from modelpress.units import parse_percent
+
         try:
-            if isinstance(task_drop, bool):
-                raise ValueError
-            text = str(task_drop).strip()
-            selection["max_task_drop"] = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-        except ValueError:
-            raise ModelpressError(f"{at_task}: max_task_drop must be a fraction (0.02) or a percentage ('2%') of the "
-                                  f"reference's task metric, got {short(task_drop)}") from None
+            selection["max_task_drop"] = parse_percent(selection["max_task_drop"])
+        except ModelpressError as e:
+            raise ModelpressError(f"{_where(sel_keys['max_task_drop'][1], path)}: max_task_drop must be a fraction "
+                                  f"(0.02) or a percentage ('2%') of the reference's task metric ({e})") from None
     for section in ("export", "finetune", "profile"):
         if section in top and not isinstance(doc[section], dict):
             raise ModelpressError(f"{at(section)}: {section!r} must be a mapping")
