@@ -252,9 +252,8 @@ def _ort_verdict(path: Path) -> str:
         return f"onnxruntime refuses it too (opset {opset})"
 
 
-def measure(task: Task, arts: list[Art], args) -> None:
-    from modelpress.benchmarks.presets import resolve_profile
-    from modelpress.benchmarks.profiler import ProfileConfig, profile_model
+def score(task: Task, arts: list[Art]) -> None:
+    """Each artifact's fidelity to FP32 on the held-out data (an invalid one loses its path and says why)."""
     from modelpress.validate import FidelityFloor, Validator
 
     validator = Validator(task.ref, task.evald, "ort-cpu", FidelityFloor(task.metric, 0.0), samples=len(task.evald),
@@ -278,6 +277,13 @@ def measure(task: Task, arts: list[Art], args) -> None:
                 a.fidelity.update(confident_agreement=fid.confident_agreement, confident_samples=fid.confident_samples)
         except Exception as e:  # noqa: BLE001
             a.error, a.path = f"invalid artifact: {_why(e)}; {_ort_verdict(a.path)}", None
+
+
+def measure(task: Task, arts: list[Art], args) -> None:
+    from modelpress.benchmarks.presets import resolve_profile
+    from modelpress.benchmarks.profiler import ProfileConfig, profile_model
+
+    score(task, arts)
     prof, cfg = resolve_profile("edge-1core"), ProfileConfig(iterations=args.iterations, warmup=10)
     inputs = task.evald.take(16)
     for r in range(args.rounds):  # interleaved: drift touches every artifact alike

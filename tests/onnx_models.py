@@ -83,3 +83,23 @@ def matmul_block_onnx(path: str | Path, d: int = 64, seed: int = 0) -> Path:
     path = Path(path)
     onnx.save(model, str(path))
     return path
+
+
+def heavy_tail_mlp_onnx(path: str | Path, d: int = 32, seed: int = 0) -> Path:
+    """MatMul -> Exp -> MatMul on [batch, d] 'x': the second MatMul reads a heavy-tailed activation made by an op
+    TensorRT's rules leave unquantized (as a transformer's second FFN MatMul reads the GELU output)."""
+    rng = np.random.default_rng(seed)
+    weights = {"up.weight": rng.normal(0, 0.6, (d, 4 * d)).astype(np.float32),
+               "down.weight": rng.normal(0, 0.1, (4 * d, d)).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "up.weight"], ["h"], "/up/MatMul"),
+             helper.make_node("Exp", ["h"], ["e"], "/Exp"),
+             helper.make_node("MatMul", ["e", "down.weight"], ["y"], "/down/MatMul")]
+    graph = helper.make_graph(nodes, "main_graph", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", d])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", d])],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="modelpress-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    path = Path(path)
+    onnx.save(model, str(path))
+    return path

@@ -41,11 +41,32 @@ def test_static_int8_calibrated(tiny_onnx, tiny_data, tmp_path):
     assert metrics.fidelity.cosine_mean > 0.98
 
 
+def _activation_scales(path) -> dict[str, float]:
+    import onnx
+
+    m = onnx.load(str(path))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in m.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits and inits[n.input[1]].size == 1}
+
+
 @pytest.mark.parametrize("calibration", ["entropy", "percentile"])
 def test_static_int8_other_calibrations(tiny_onnx, tiny_data, tmp_path, calibration):
-    optimize(tiny_onnx, tmp_path / "q.onnx", "static-int8", {"calibration": calibration, "max_calib_samples": 16},
-             calib=tiny_data)
+    from modelpress.optimizers.ort_quant import ENTROPY_NEEDS, entropy_supported
+
+    opts = {"calibration": calibration, "max_calib_samples": 16}
+    if calibration == "entropy" and not entropy_supported():  # the oldest supported onnxruntime: refused, not faked
+        with pytest.raises(ModelpressError, match="needs onnxruntime >= 1.32"):
+            optimize(tiny_onnx, tmp_path / "q.onnx", "static-int8", opts, calib=tiny_data)
+        assert not (tmp_path / "q.onnx").exists() and "percentile" in ENTROPY_NEEDS
+        return
+    optimize(tiny_onnx, tmp_path / "q.onnx", "static-int8", opts, calib=tiny_data)
     assert "QuantizeLinear" in op_counts(tmp_path / "q.onnx")
+    # a real KL search, not MinMax's ranges under another name (ORT's own 128/128 bins searched one window)
+    optimize(tiny_onnx, tmp_path / "mm.onnx", "static-int8", {**opts, "calibration": "minmax"}, calib=tiny_data)
+    got, minmax = _activation_scales(tmp_path / "q.onnx"), _activation_scales(tmp_path / "mm.onnx")
+    assert got.keys() == minmax.keys() and any(abs(got[k] - minmax[k]) > 1e-6 * minmax[k] for k in got)
+    assert all(got[k] <= minmax[k] * (1 + 1e-5) for k in got)  # both clip the tails MinMax stretches for
 
 
 def test_typed_options():

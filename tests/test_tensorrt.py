@@ -50,6 +50,30 @@ def test_tensorrt_rule_check_refuses_what_tensorrt_would_reject(tmp_path, tiny_o
         build_pass("trt-int8", {"per_channel": False})
 
 
+def test_trt_int8_repair_keeps_the_layer_that_reads_the_outliers(tmp_path):
+    """The exclusion search ranks only the op types trt-int8 quantizes, and an activation's error is charged to the
+    node that reads it through Q/DQ: the MatMul after an Exp is kept in FP32, not the Exp (which trt-int8 never
+    quantizes) nor both."""
+    from modelpress.data import Dataset
+    from modelpress.optimizers import build_pass, optimize
+    from modelpress.optimizers.ort_quant import quantized_op_types
+    from modelpress.optimizers.sensitivity import layer_sensitivity
+    from modelpress.optimizers.tensorrt import TRT_OP_TYPES
+    from tests.onnx_models import heavy_tail_mlp_onnx
+
+    model = heavy_tail_mlp_onnx(tmp_path / "m.onnx")
+    data = Dataset({"x": np.random.default_rng(1).normal(0, 1, (64, 32)).astype(np.float32)})
+    assert quantized_op_types(build_pass("trt-int8")) == set(TRT_OP_TYPES)
+    assert quantized_op_types(build_pass("trt-int8", {"quantize_residual_add": True})) == {*TRT_OP_TYPES, "Add"}
+    ranked = {s.node: s for s in layer_sensitivity(model, data, {"op_types": TRT_OP_TYPES}, max_samples=32)}
+    assert ranked["/down/MatMul"].input_sqnr_db == ranked["/Exp"].activation_sqnr_db
+    assert ranked["/down/MatMul"].score < ranked["/up/MatMul"].score
+    raw = optimize(model, tmp_path / "raw.onnx", "trt-int8", None, data, min_fidelity="none", repair=False)
+    assert raw.validation["worst"] < 0.95  # per-tensor int8 cannot hold the Exp's tail
+    res = optimize(model, tmp_path / "q.onnx", "trt-int8", None, data, min_fidelity="cosine=0.999")
+    assert res.config["exclude_nodes"] == ["/down/MatMul"] and res.validation["worst"] >= 0.999
+
+
 def test_calibration_table_for_the_tensorrt_ep(tmp_path, tiny_onnx, tiny_npz):
     out = tmp_path / "cal"
     p = run_cli("calibrate", str(tiny_onnx), "--calib", str(tiny_npz), "--format", "tensorrt", "-o", str(out),
@@ -61,6 +85,13 @@ def test_calibration_table_for_the_tensorrt_ep(tmp_path, tiny_onnx, tiny_npz):
     assert "input" in table and len(table) == res["tensors"]
     lines = (out / "calibration.cache").read_text().splitlines()
     assert len(lines) == res["tensors"] and all(len(x.rsplit(" ", 1)) == 2 for x in lines)
+    # the default method is a real KL search: its ranges are not MinMax's (ORT's own bins would make them so)
+    from modelpress.data import load_npz
+    from modelpress.optimizers.tensorrt import write_calibration_table
+
+    assert res["method"] == "entropy"
+    write_calibration_table(tiny_onnx, load_npz(tiny_npz), tmp_path / "mm", method="minmax")
+    assert json.loads((tmp_path / "mm" / "calibration.json").read_text()) != table
     # the table goes into a bundle beside the model and is recorded in its manifest
     from modelpress.bundle import package, verify
 

@@ -263,6 +263,8 @@ class StaticInt8(Pass):
             kept = [s.node for s in ranked[: c.exclude_most_sensitive]]
             exclude += kept
             notes.append(f"kept in FP32 (most sensitive): {', '.join(kept)}")
+        if c.calibration == "entropy" and not entropy_supported():
+            raise ModelpressError(ENTROPY_NEEDS)
         reader = Reader(calib, bs)
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[c.calibration]
@@ -272,7 +274,9 @@ class StaticInt8(Pass):
             quiet_ort_logs()
             args = self.quantize_args()
             with captured_output():
-                cache = _calibrate_apart(src, reader, method, args, Path(tmp)) if external else None
+                # apart: with external data (memory), and for entropy (quantize_static cannot pass its bins)
+                apart = external or method == CalibrationMethod.Entropy
+                cache = _calibrate_apart(src, reader, method, args, Path(tmp)) if apart else None
                 quantize_static(
                     str(src), str(model_out), reader, per_channel=c.per_channel, reduce_range=reduce_range,
                     calibrate_method=method, nodes_to_exclude=exclude or None, use_external_data_format=external,
@@ -295,6 +299,24 @@ class StaticInt8(Pass):
     def check_output(self, model_out: Path) -> list[str]:
         """Target-specific checks of the written model (notes; raise to refuse it). Default: none."""
         return []
+
+
+# ONNX Runtime's entropy calibrator defaults to 128 histogram bins and 128 quantized bins: its KL search then has
+# one candidate, the whole range, so "entropy" returns MinMax's ranges (ORT 1.32; quantize_static cannot pass other
+# bins). 2048 bins searched for the 255-level window is the KL calibration TensorRT describes.
+ENTROPY_BINS = {"num_bins": 2048, "num_quantized_bins": 255}
+ENTROPY_NEEDS = ("calibration=entropy needs onnxruntime >= 1.32 (older quantize_static cannot be given the entropy "
+                 "calibrator's bins, and with its own it returns MinMax's ranges); use percentile or minmax, or "
+                 "upgrade onnxruntime")
+
+
+def entropy_supported() -> bool:
+    """Whether quantize_static reads a calibration cache, the one way to give it real entropy ranges."""
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
 
 
 def _calibrate_apart(src: Path, reader, method, args: dict[str, Any], workdir: Path) -> Path | None:
@@ -324,8 +346,7 @@ def _calibrate_apart(src: Path, reader, method, args: dict[str, Any], workdir: P
     # released between writing the augmented graph and building the calibration session
     cls, defaults = {
         cal.CalibrationMethod.MinMax: (cal.MinMaxCalibrater, {"symmetric": False}),
-        cal.CalibrationMethod.Entropy: (cal.EntropyCalibrater, {"symmetric": False, "num_bins": 128,
-                                                                "num_quantized_bins": 128}),
+        cal.CalibrationMethod.Entropy: (cal.EntropyCalibrater, {"symmetric": False, **ENTROPY_BINS}),
         cal.CalibrationMethod.Percentile: (cal.PercentileCalibrater, {"symmetric": True, "num_bins": 2048,
                                                                       "percentile": 99.999}),
     }[method]
@@ -355,7 +376,10 @@ def calibration_then_exclusion(p: Pass, ctx, first):
     from modelpress.optimizers.repair import Variants, with_options
 
     tries = Variants(ctx, p, first)
-    for method in ("percentile", "entropy", "minmax"):
+    # Not entropy: ORT's KL search is the slowest (about 2 min for a 280-tensor detector on 2 cores) and it was not
+    # the most faithful on any of the three real models measured (MobileNetV2: it clipped ReLU6 outputs to 1/8 of
+    # their range; all-MiniLM-L6-v2: its better start led the exclusion search to a worse end). Asked for, it runs.
+    for method in ("percentile", "minmax"):
         if method != p.config.calibration and ctx.has_budget():  # type: ignore[attr-defined]
             if (yield from tries.attempt(with_options(p, calibration=method), f"calibration={method}")):
                 return
@@ -367,7 +391,16 @@ def calibration_then_exclusion(p: Pass, ctx, first):
         trial = with_options(base, exclude_nodes=[*base.config.exclude_nodes, *ends])  # type: ignore[attr-defined]
         if (yield from tries.attempt(trial, "first and last layers kept in FP32")):
             return
-    yield from exclusion_repair(ctx, tries.base)
+    yield from exclusion_repair(ctx, tries.base, op_types=quantized_op_types(tries.base))
+
+
+def quantized_op_types(p: Pass) -> set[str] | None:
+    """The op types `p` quantizes (None: every type its quantizer knows), so an exclusion search ranks only nodes
+    whose exclusion changes the model (trt-int8 quantizes MatMul/Conv/Gemm: keeping a bias Add or an embedding
+    Gather in FP32 would change nothing, and ranked first they used up the search on all-MiniLM-L6-v2)."""
+    ops = (p.quantize_args().get("op_types_to_quantize") if isinstance(p, StaticInt8) else None) \
+        or getattr(p.config, "op_types", None)
+    return set(ops) if ops else None
 
 
 def _first_and_last(model: Path, already: list[str]) -> list[str]:
@@ -385,8 +418,10 @@ def exclusion_repair(ctx, base: Pass, op_types: set[str] | None = None):
     if not ctx.has_budget():
         return
     try:
-        ranked = [s.node for s in layer_sensitivity(ctx.source, ctx.data, max_samples=min(32, len(ctx.data)))
-                  if op_types is None or s.op_type in op_types]  # only nodes this technique would quantize
+        # ranked as this technique quantizes (its op types), and only the nodes it would quantize
+        opts = {"op_types": sorted(op_types)} if op_types else None
+        ranked = [s.node for s in layer_sensitivity(ctx.source, ctx.data, opts, max_samples=min(32, len(ctx.data)))
+                  if op_types is None or s.op_type in op_types]
     except Exception as e:  # noqa: BLE001 - no ranking, no exclusion search: say so in the tries
         ctx.attempts.append(Attempt("sensitivity ranking", None, error=f"{type(e).__name__}: {str(e)[:150]}"))
         return
