@@ -345,6 +345,23 @@ def markdown(task: Task, rows: list[dict], mach: dict, versions: dict, args) -> 
     return "\n".join(lines)
 
 
+def setup(ap: argparse.ArgumentParser, prefix: str, dists) -> tuple[argparse.Namespace, Path, dict, dict]:
+    """--out/--work added and parsed; (args, work folder, this machine, the versions of `dists`)."""
+    from modelpress.machine import describe
+
+    ap.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    ap.add_argument("--work", default=None, help="folder for the artifacts [default: a temp folder]")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    versions = {}
+    for dist in dists:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return args, Path(args.work or tempfile.mkdtemp(prefix=prefix)), describe(), versions
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="minilm", choices=[*MODELS, "all"])
@@ -354,22 +371,8 @@ def main() -> None:
                                                   "modelpress's default cosine=0.97 for the CNNs]")
     ap.add_argument("--olive-venv", default=None, metavar="DIR",
                     help="Olive's own venv (created there if it lacks Olive); without it the Olive row says how")
-    ap.add_argument("--out", default=None, help="write OUT.md and OUT.json")
-    ap.add_argument("--work", default=None, help="folder for the artifacts [default: a temp folder]")
-    args = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-    from modelpress.machine import describe
-
-    work = Path(args.work or tempfile.mkdtemp(prefix="modelpress-peers-"))
-    mach = describe()
+    args, work, mach, versions = setup(ap, "modelpress-peers-", VERSIONS)
     flags = set(mach["cpu_flags"])
-    versions = {}
-    for dist in VERSIONS:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = None
     results, tables = [], []
     loaders = {"minilm": _minilm, "mobilenetv2": _mobilenet, "ddddocr-det": _ddddocr}
     for name in MODELS if args.model == "all" else (args.model,):

@@ -58,6 +58,16 @@ def tiny_cnn_onnx(path: str | Path, seed: int = 0) -> Path:
     return path
 
 
+def _save(graph, path: str | Path) -> Path:
+    """Opset 18, IR 8, fully checked, saved."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="modelpress-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    path = Path(path)
+    onnx.save(model, str(path))
+    return path
+
+
 def matmul_block_onnx(path: str | Path, d: int = 64, seed: int = 0) -> Path:
     """A transformer-style MLP on [batch, seq, d] 'x' (MatMul/Add/Relu/MatMul/Add): what weight-only INT4/INT8
     quantizes (MatMulNBits), built without PyTorch."""
@@ -77,12 +87,7 @@ def matmul_block_onnx(path: str | Path, d: int = 64, seed: int = 0) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", d])],
         initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="modelpress-tests")
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    path = Path(path)
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path)
 
 
 def heavy_tail_mlp_onnx(path: str | Path, d: int = 32, seed: int = 0) -> Path:
@@ -97,9 +102,4 @@ def heavy_tail_mlp_onnx(path: str | Path, d: int = 32, seed: int = 0) -> Path:
     graph = helper.make_graph(nodes, "main_graph", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", d])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", d])],
                               initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="modelpress-tests")
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    path = Path(path)
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path)

@@ -234,3 +234,35 @@ def test_cli_chain_option_errors(tiny_onnx, tmp_path):
     p = run_cli("optimize", str(tiny_onnx), "-o", str(tmp_path / "o.onnx"))
     assert_clean_error(p, 2, "at least one -t TECHNIQUE")
     assert no_leftovers(tmp_path, "o.onnx")
+
+
+def test_sensitivity_ranks_a_masked_tensor_first(tmp_path):
+    """An attention mask's finfo.min dominates a tensor's power, so its SQNR looks fine while per-tensor INT8 wipes
+    out the scores beside it: such a tensor ranks most sensitive, and the JSON stays valid (null, sentinel)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from modelpress.data import Dataset
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((1, 16), np.float32)
+    mask[0, 12:] = np.finfo(np.float32).min  # the last 4 positions are padding
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["s"], "/scores/MatMul"),
+         helper.make_node("Add", ["s", "mask"], ["masked"], "/mask/Add"),
+         helper.make_node("Softmax", ["masked"], ["p"], "/Softmax", axis=-1),
+         helper.make_node("MatMul", ["p", "v"], ["y"], "/out/MatMul")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8]),
+         helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+        initializer=[numpy_helper.from_array(rng.normal(0, 1, (8, 16)).astype(np.float32), "w"),
+                     numpy_helper.from_array(rng.normal(0, 1, (16, 8)).astype(np.float32), "v")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    data = Dataset({"x": rng.normal(0, 1, (32, 8)).astype(np.float32), "mask": np.repeat(mask, 32, axis=0)})
+    ranked = layer_sensitivity(tmp_path / "m.onnx", data, max_samples=16)
+    assert ranked[0].node == "/mask/Add" and ranked[0].score == float("-inf")
+    d = json.loads(json.dumps(ranked[0].to_dict(), allow_nan=False))
+    assert d["sentinel"] is True and d["sqnr_db"] is None and d["activation_sqnr_db"] is None
+    assert all(not s.to_dict()["sentinel"] for s in ranked if s.score != float("-inf"))

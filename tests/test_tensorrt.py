@@ -85,13 +85,16 @@ def test_calibration_table_for_the_tensorrt_ep(tmp_path, tiny_onnx, tiny_npz):
     assert "input" in table and len(table) == res["tensors"]
     lines = (out / "calibration.cache").read_text().splitlines()
     assert len(lines) == res["tensors"] and all(len(x.rsplit(" ", 1)) == 2 for x in lines)
-    # the default method is a real KL search: its ranges are not MinMax's (ORT's own bins would make them so)
+    # entropy is a real KL search: its ranges are not MinMax's (ORT's own bins would make them so)
     from modelpress.data import load_npz
     from modelpress.optimizers.tensorrt import write_calibration_table
 
-    assert res["method"] == "entropy"
-    write_calibration_table(tiny_onnx, load_npz(tiny_npz), tmp_path / "mm", method="minmax")
-    assert json.loads((tmp_path / "mm" / "calibration.json").read_text()) != table
+    assert res["method"] == "percentile"
+    tables = {}
+    for method in ("minmax", "entropy"):
+        write_calibration_table(tiny_onnx, load_npz(tiny_npz), tmp_path / method, method=method)
+        tables[method] = json.loads((tmp_path / method / "calibration.json").read_text())
+    assert tables["entropy"] != tables["minmax"] and table != tables["minmax"]
     # the table goes into a bundle beside the model and is recorded in its manifest
     from modelpress.bundle import package, verify
 

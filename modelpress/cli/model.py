@@ -311,10 +311,11 @@ def sensitivity(model: Path, calib: Path, top: int, samples: int, as_json: bool)
     payload = {"model": str(model), "layers": [s.to_dict() for s in ranked]}
 
     def human() -> None:
-        fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-        click.echo(f"{'rank':>4}  {'node':40} {'op':14} {'activation dB':>13} {'weight dB':>9}")
+        fmt = lambda v: "-" if v is None else "sentinel" if v == float("-inf") else f"{v:.1f}"  # noqa: E731
+        click.echo(f"{'rank':>4}  {'node':40} {'op':14} {'activation dB':>13} {'weight dB':>9} {'input dB':>9}")
         for i, s in enumerate(ranked[:top], 1):
-            click.echo(f"{i:>4}  {s.node[:40]:40} {s.op_type:14} {fmt(s.activation_sqnr_db):>13} {fmt(s.weight_sqnr_db):>9}")
+            click.echo(f"{i:>4}  {s.node[:40]:40} {s.op_type:14} {fmt(s.activation_sqnr_db):>13} "
+                       f"{fmt(s.weight_sqnr_db):>9} {fmt(s.input_sqnr_db):>9}")
 
     emit(as_json, payload, human)
 

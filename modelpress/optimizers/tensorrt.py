@@ -109,6 +109,8 @@ def check_tensorrt_qdq(path: str | Path) -> dict[str, int]:
         if n.op_type == "DequantizeLinear" and n.input[0] in inits and \
                 inits[n.input[0]].data_type == onnx.TensorProto.INT32:
             raise CheckFailed(f"{path}: node {n.name!r} dequantizes an int32 bias; TensorRT wants float biases")
+        if n.op_type == "DequantizeLinear" and n.input[1] in inits and _size(inits[n.input[1]]) > 1:
+            per_channel += 1  # a scale per channel: int8 weights under DQ, or float weights under Q -> DQ
         zp = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
         if zp is None:
             continue
@@ -117,11 +119,16 @@ def check_tensorrt_qdq(path: str | Path) -> dict[str, int]:
                               "TensorRT's explicit quantization is int8")
         if np.any(numpy_helper.to_array(zp) != 0):
             raise CheckFailed(f"{path}: node {n.name!r} has a non-zero zero point; TensorRT supports symmetric only")
-        if n.op_type == "DequantizeLinear" and n.input[0] in inits and numpy_helper.to_array(zp).size > 1:
-            per_channel += 1
     if not pairs and not per_channel:
         raise CheckFailed(f"{path}: no Q/DQ node: nothing was quantized for TensorRT")
     return {"qdq_pairs": pairs, "per_channel_weights": per_channel}
+
+
+def _size(t) -> int:
+    n = 1
+    for d in t.dims:
+        n *= d
+    return n
 
 
 # --------------------------------------------------------------------------- implicit INT8: the calibration table
@@ -130,7 +137,7 @@ CALIBRATION_FILES = ("calibration.flatbuffers", "calibration.json", "calibration
 
 
 def write_calibration_table(model: str | Path, calib: Dataset, out_dir: str | Path, *,
-                            method: Literal["minmax", "entropy", "percentile"] = "entropy",
+                            method: Literal["minmax", "entropy", "percentile"] = "percentile",
                             max_samples: int = 256, batch_size: int = 16) -> dict[str, Any]:
     """Calibrate every tensor's range on `calib` with onnxruntime's calibrator and write the table the TensorRT
     execution provider reads (`trt_int8_calibration_table_name`): calibration.flatbuffers, plus .json and
