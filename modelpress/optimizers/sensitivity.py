@@ -103,7 +103,9 @@ def layer_sensitivity(model: str | Path, calib: Dataset, options: dict[str, Any]
         if max(float(np.max(np.abs(a), initial=0.0)) for a in pre) >= SENTINEL:
             sqnr = -math.inf  # an attention mask's finfo.min: SQNR looks fine while the values beside it are lost
         layers.setdefault(node.name, LayerSensitivity(node.name, node.op_type, None, None)).activation_sqnr_db = sqnr
-        for reader in readers.get(tensor, ()) if node.op_type not in types else ():  # else: the producer's pair
+        # the readers too where the producer is not quantized (else the pair is the producer's), and for a sentinel
+        # (its pair goes only when the producer and every reader are kept in FP32: the mask's Add and the Softmax)
+        for reader in readers.get(tensor, ()) if node.op_type not in types or sqnr == -math.inf else ():
             if reader.name and reader.name != node.name:
                 s = layers.setdefault(reader.name, LayerSensitivity(reader.name, reader.op_type, None, None))
                 s.input_sqnr_db = sqnr if s.input_sqnr_db is None else min(s.input_sqnr_db, sqnr)
