@@ -149,7 +149,7 @@ class IncStatic(Pass):
             yield first
             if first.passed:
                 return
-        yield from calibration_then_exclusion(base, ctx, first)
+        yield from calibration_then_exclusion(base, ctx, first, ("percentile", "entropy", "minmax"))
 
     def run(self, model_in: Path, model_out: Path, calib: Dataset | None = None) -> PassResult:
         c: IncStaticConfig = self.config  # type: ignore[assignment]

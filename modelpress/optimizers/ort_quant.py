@@ -369,17 +369,18 @@ def _calibrate_apart(src: Path, reader, method, args: dict[str, Any], workdir: P
 _DYNAMIC_OPS = ["Conv", "MatMul", "Gemm", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization"]
 
 
-def calibration_then_exclusion(p: Pass, ctx, first):
+def calibration_then_exclusion(p: Pass, ctx, first, methods: tuple[str, ...] = ("percentile", "minmax")):
     """Repairs for calibrated INT8 (ORT and INC): other calibration methods (percentile clips the outliers
     minmax stretches the range for; entropy fits the distribution), then, with the best of them, the fewest
     most sensitive nodes (per-layer SQNR on real data) kept in FP32."""
     from modelpress.optimizers.repair import Variants, with_options
 
     tries = Variants(ctx, p, first)
-    # Not entropy: ORT's KL search is the slowest (about 2 min for a 280-tensor detector on 2 cores) and it was not
-    # the most faithful on any of the three real models measured (MobileNetV2: it clipped ReLU6 outputs to 1/8 of
-    # their range; all-MiniLM-L6-v2: its better start led the exclusion search to a worse end). Asked for, it runs.
-    for method in ("percentile", "minmax"):
+    # Not ORT's entropy: its KL search is the slowest (about 2 min for a 280-tensor detector on 2 cores) and it was
+    # not the most faithful on any of the three real models measured (MobileNetV2: it clipped ReLU6 outputs to 1/8
+    # of their range; all-MiniLM-L6-v2: its better start led the exclusion search to a worse end). Asked for, it
+    # runs. INC's own entropy calibrator, a different implementation, stays in INC's `methods`.
+    for method in methods:
         if method != p.config.calibration and ctx.has_budget():  # type: ignore[attr-defined]
             if (yield from tries.attempt(with_options(p, calibration=method), f"calibration={method}")):
                 return
