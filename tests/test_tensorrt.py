@@ -72,6 +72,7 @@ def test_trt_int8_repair_keeps_the_layer_that_reads_the_outliers(tmp_path):
     assert raw.validation["worst"] < 0.95  # per-tensor int8 cannot hold the Exp's tail
     res = optimize(model, tmp_path / "q.onnx", "trt-int8", None, data, min_fidelity="cosine=0.999")
     assert res.config["exclude_nodes"] == ["/down/MatMul"] and res.validation["worst"] >= 0.999
+    assert "kept in FP32 by the repairs (1): /down/MatMul" in res.notes  # named: the engine runs it in FP32
 
 
 def test_calibration_table_for_the_tensorrt_ep(tmp_path, tiny_onnx, tiny_npz):

@@ -74,6 +74,11 @@ def optimize(
     if result.goal_met is False:
         raise GoalNotMet(f"{technique}: accuracy goal not met; the best model found was saved to {model_out} "
                          f"({result.notes[-1] if result.notes else ''})")
+    given = p.config.to_dict().get("exclude_nodes") or []
+    added = [n for n in (result.config or {}).get("exclude_nodes") or [] if n not in given]
+    if added:  # name them: a TensorRT engine, say, runs these layers in higher precision
+        shown = ", ".join(added[:8]) + (f" and {len(added) - 8} more" if len(added) > 8 else "")
+        result.notes.append(f"kept in FP32 by the repairs ({len(added)}): {shown}")
     return result
 
 
