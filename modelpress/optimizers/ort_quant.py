@@ -370,9 +370,9 @@ _DYNAMIC_OPS = ["Conv", "MatMul", "Gemm", "Attention", "LSTM", "Gather", "Transp
 
 
 def calibration_then_exclusion(p: Pass, ctx, first, methods: tuple[str, ...] = ("percentile", "minmax")):
-    """Repairs for calibrated INT8 (ORT and INC): other calibration methods (percentile clips the outliers
-    minmax stretches the range for; entropy fits the distribution), then, with the best of them, the fewest
-    most sensitive nodes (per-layer SQNR on real data) kept in FP32."""
+    """Repairs for calibrated INT8 (ORT and INC): the other calibration `methods` (percentile clips the outliers
+    minmax stretches the range for), then, with the best of them, the first and last layers, then the fewest most
+    sensitive nodes (per-layer SQNR on real data) kept in FP32."""
     from modelpress.optimizers.repair import Variants, with_options
 
     tries = Variants(ctx, p, first)
