@@ -217,6 +217,13 @@ def test_cli_sensitivity(tiny_onnx, tiny_npz):
     assert p.returncode == 0, p.stderr
     layers = json.loads(p.stdout)["layers"]
     assert layers[0]["op_type"] in ("Conv", "Gemm") and "sqnr_db" in layers[0]
+    trt = run_cli("sensitivity", str(tiny_onnx), "--calib", str(tiny_npz), "--samples", "8", "--technique", "trt-int8",
+                  "--json")
+    assert trt.returncode == 0, trt.stderr
+    got = json.loads(trt.stdout)
+    assert got["technique"] == "trt-int8" and {x["op_type"] for x in got["layers"]} <= {"Conv", "Gemm"}
+    assert_clean_error(run_cli("sensitivity", str(tiny_onnx), "--calib", str(tiny_npz), "--technique", "int3"), 2,
+                       "unknown technique")
 
 
 def test_cli_goal_not_met_exit_4(tiny_onnx, tiny_npz, tmp_path):

@@ -295,20 +295,28 @@ def _optimize_auto(model: Path | None, output: Path | None, calib: Path | None, 
 @click.option("--calib", required=True, type=click.Path(path_type=Path), help="Real inputs (.npz).")
 @click.option("--top", default=10, show_default=True, help="Show the N most sensitive layers.")
 @click.option("--samples", default=32, show_default=True, help="Samples to measure on.")
+@click.option("--technique", default="static-int8", show_default=True,
+              help="Rank as this technique quantizes: only its op types (trt-int8: Conv/ConvTranspose/MatMul/Gemm), "
+                   "so the ranking names nodes worth keeping in FP32 for it.")
 @json_option("Print every layer as JSON.")
-def sensitivity(model: Path, calib: Path, top: int, samples: int, as_json: bool) -> None:
+def sensitivity(model: Path, calib: Path, top: int, samples: int, technique: str, as_json: bool) -> None:
     """Rank layers by how much static INT8 hurts each (SQNR in dB of each layer's own quantization; lower is worse).
 
     Feed the ranking back with `optimize -t static-int8 --option exclude_most_sensitive=K`,
-    or let `-t inc-tune` find K against an accuracy budget.
+    or let `-t inc-tune` find K against an accuracy budget. The repairs of every INT8 technique use
+    the same ranking, measured with the technique's op types (see --technique).
     """
     from modelpress.data import load_npz
     from modelpress.onnxutil import check_onnx_file
+    from modelpress.optimizers import build_onnx_pass
+    from modelpress.optimizers.ort_quant import quantized_op_types
     from modelpress.optimizers.sensitivity import layer_sensitivity
 
     check_onnx_file(model)
-    ranked = layer_sensitivity(model, load_npz(calib), max_samples=samples)
-    payload = {"model": str(model), "layers": [s.to_dict() for s in ranked]}
+    ops = quantized_op_types(build_onnx_pass(technique))
+    ranked = [s for s in layer_sensitivity(model, load_npz(calib), {"op_types": sorted(ops)} if ops else None,
+                                           max_samples=samples) if ops is None or s.op_type in ops]
+    payload = {"model": str(model), "technique": technique, "layers": [s.to_dict() for s in ranked]}
 
     def human() -> None:
         fmt = lambda v: "-" if v is None else "sentinel" if v == float("-inf") else f"{v:.1f}"  # noqa: E731
