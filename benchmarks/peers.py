@@ -297,23 +297,27 @@ def measure(task: Task, arts: list[Art], args) -> None:
         print(f"[{task.name}] round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
 
 
+def row_head(a: Art) -> dict:
+    """What every table row starts with; an artifact that failed gets its error, and nothing more is measured."""
+    row = {"artifact": a.name, "note": a.note, "build_s": a.build_s}
+    return row if a.path is not None else {**row, "error": a.error or "failed"}
+
+
 def rows_of(arts: list[Art]) -> list[dict]:
     from modelpress.onnxutil import model_size_bytes
 
     base = statistics.median(arts[0].p50s) if arts[0].path is not None else None
     rows = []
     for a in arts:
-        row = {"artifact": a.name, "note": a.note, "build_s": a.build_s}
-        if a.path is None:
-            rows.append({**row, "error": a.error or "failed"})
+        rows.append(row := row_head(a))
+        if "error" in row:
             continue
         p = a.p50s
         med = statistics.median(p)
         q = statistics.quantiles(p, n=4) if len(p) >= 2 else None
-        rows.append({**row, "path": str(a.path), "speed_vs_fp32": None if base is None else round(base / med, 3),
-                     "p50_ms": round(med, 4), "iqr_ms": None if q is None else round(float(q[2] - q[0]), 4),
-                     "p50_per_round_ms": p, "fidelity": a.fidelity,
-                     "size_mb": round(model_size_bytes(a.path) / 1e6, 2)})
+        row.update(path=str(a.path), speed_vs_fp32=None if base is None else round(base / med, 3),
+                   p50_ms=round(med, 4), iqr_ms=None if q is None else round(float(q[2] - q[0]), 4),
+                   p50_per_round_ms=p, fidelity=a.fidelity, size_mb=round(model_size_bytes(a.path) / 1e6, 2))
     return rows
 
 

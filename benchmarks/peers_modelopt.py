@@ -22,11 +22,11 @@ import importlib.metadata
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from peers_olive import _tail, make_venv
 
 MODELOPT = "nvidia-modelopt==0.47.0"
 _ONNX_PARTS = ["onnx~=1.21.0", "onnxruntime~=1.24.2", "onnx-graphsurgeon", "onnxconverter-common~=1.16.0",
@@ -45,22 +45,15 @@ def setup_commands(venv: Path) -> str:
     return f"python -m venv {venv} && {venv}/bin/pip install " + " ".join(f"'{p}'" for p in _pins())
 
 
-def _tail(text: str, n: int = 400) -> str:
-    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
-    return " | ".join(lines[-3:])[-n:] or "no output"
-
-
 def ensure(venv: Path, log=print) -> tuple[Path | None, str]:
     """(the venv's python, nvidia-modelopt's version) or (None, why not and how to make it by hand)."""
     venv = Path(venv).resolve()
     py = venv / "bin" / "python"
     if not py.is_file():
         log(f"modelopt: creating {venv} ({', '.join(_pins())})")
-        for cmd in ([sys.executable, "-m", "venv", str(venv)], [str(py), "-m", "pip", "install", "-q", *_pins()]):
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                return None, (f"could not make ModelOpt's venv (exit {proc.returncode}: "
-                              f"{_tail(proc.stderr or proc.stdout)}); by hand: {setup_commands(venv)}")
+        why = make_venv(venv, _pins(), "ModelOpt", setup_commands(venv))
+        if why:
+            return None, why
     proc = subprocess.run([str(py), "-c", "import importlib.metadata as m; import modelopt.onnx.quantization; "
                            "print(m.version('nvidia-modelopt'))"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": ""})

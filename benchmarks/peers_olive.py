@@ -62,18 +62,26 @@ def _tail(text: str, n: int = 400) -> str:
     return " | ".join(lines[-3:])[-n:] or "no output"
 
 
+def make_venv(venv: Path, pins: list[str], what: str, by_hand: str) -> str | None:
+    """Create `venv` and pip-install `pins` into it: None, or why not (with how to do it by hand)."""
+    py = venv / "bin" / "python"
+    for cmd in ([sys.executable, "-m", "venv", str(venv)], [str(py), "-m", "pip", "install", "-q", *pins]):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return (f"could not make {what}'s venv ({' '.join(cmd[:4])}... exit {proc.returncode}: "
+                    f"{_tail(proc.stderr or proc.stdout)}); by hand: {by_hand}")
+    return None
+
+
 def ensure(venv: Path, log=print) -> tuple[Path | None, str]:
     """(the venv's `olive`, olive-ai's version) or (None, why not and how to make it by hand)."""
     venv = Path(venv).resolve()
     olive, py = venv / "bin" / "olive", venv / "bin" / "python"
     if not olive.is_file():
         log(f"olive: creating {venv} ({', '.join(_pins())}); this downloads about 1.5 GB once")
-        steps = [[sys.executable, "-m", "venv", str(venv)], [str(py), "-m", "pip", "install", "-q", *_pins()]]
-        for cmd in steps:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                return None, (f"could not make Olive's venv ({' '.join(cmd[:4])}... exit {proc.returncode}: "
-                              f"{_tail(proc.stderr or proc.stdout)}); by hand: {setup_commands(venv)}")
+        why = make_venv(venv, _pins(), "Olive", setup_commands(venv))
+        if why:
+            return None, why
     proc = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(m.version('olive-ai'))"],
                           capture_output=True, text=True, env=_env())
     if proc.returncode != 0 or not olive.is_file():

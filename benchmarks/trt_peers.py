@@ -62,22 +62,28 @@ def build(task: peers.Task, work: Path, args, versions: dict) -> list[peers.Art]
     return arts
 
 
-def unoptimized_cosine(task: peers.Task, path: Path) -> float:
-    """Mean cosine of the first output to FP32's with ONNX Runtime's graph optimizations off: where it differs from
-    the optimized figure, the CPU's graph optimizer changed the result, not the quantizer (ORT 1.32 collapses
-    ModelOpt's FP16 MobileNetV2: mean cosine 0.45 optimized, 0.96 not)."""
+def first_output(task: peers.Task, path: Path, optimize: bool):
+    """The first output on the held-out data, one sample at a time, [samples, -1] float64; ONNX Runtime's graph
+    optimizations on or off."""
     import numpy as np
     import onnxruntime as ort
 
-    def run(p: Path, level) -> np.ndarray:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = level
-        sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-        names = [i.name for i in sess.get_inputs()]
-        return np.stack([sess.run(None, {k: task.evald.inputs[k][i:i + 1] for k in names})[0].reshape(-1)
-                         for i in range(len(task.evald))]).astype(np.float64)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    return np.stack([sess.run(None, {k: task.evald.inputs[k][i:i + 1] for k in names})[0].reshape(-1)
+                     for i in range(len(task.evald))]).astype(np.float64)
 
-    ref, got = run(task.ref, ort.GraphOptimizationLevel.ORT_ENABLE_ALL), run(path, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+
+def unoptimized_cosine(task: peers.Task, path: Path, ref) -> float:
+    """Mean cosine of the first output to FP32's (`ref`) with ONNX Runtime's graph optimizations off: where it
+    differs from the optimized figure, the CPU's graph optimizer changed the result, not the quantizer (ORT 1.32
+    collapses ModelOpt's FP16 MobileNetV2: mean cosine 0.45 optimized, 0.96 not)."""
+    import numpy as np
+
+    got = first_output(task, path, optimize=False)
     cos = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-30)
     return float(cos.mean())
 
@@ -87,11 +93,11 @@ def rows_of(arts: list[peers.Art], task: peers.Task) -> list[dict]:
     from modelpress.optimizers.tensorrt import check_tensorrt_qdq
 
     base = model_size_bytes(arts[0].path)
+    ref = first_output(task, task.ref, optimize=True)  # FP32's outputs, once for every row
     rows = []
     for a in arts:
-        row = {"artifact": a.name, "note": a.note, "build_s": a.build_s}
-        if a.path is None:
-            rows.append({**row, "error": a.error or "failed"})
+        rows.append(row := peers.row_head(a))
+        if "error" in row:
             continue
         try:
             facts = check_tensorrt_qdq(a.path)
@@ -99,11 +105,11 @@ def rows_of(arts: list[peers.Art], task: peers.Task) -> list[dict]:
         except Exception as e:  # noqa: BLE001
             rules = f"no: {str(e).split(': ', 1)[-1][:120]}"
         try:
-            unopt = round(unoptimized_cosine(task, a.path), 4)
+            unopt = round(unoptimized_cosine(task, a.path, ref), 4)
         except Exception as e:  # noqa: BLE001
             unopt = f"fails: {peers._why(e)[:100]}"
-        rows.append({**row, "path": str(a.path), "fidelity": a.fidelity, "tensorrt_rules": rules,
-                     "size_vs_fp32": round(model_size_bytes(a.path) / base, 3), "mean_cosine_ort_unoptimized": unopt})
+        row.update(path=str(a.path), fidelity=a.fidelity, tensorrt_rules=rules,
+                   size_vs_fp32=round(model_size_bytes(a.path) / base, 3), mean_cosine_ort_unoptimized=unopt)
     return rows
 
 

@@ -8,14 +8,18 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 
+def _resolve(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def load_object(spec: str, failure: str) -> Any:
     """The object a 'package.module:name' string names (a user's hook: an evaluator, a decoder, a feature
     function). Anything that cannot be imported or found is a one-line ModelpressError, `failure` first."""
     from modelpress.errors import ModelpressError
 
-    module, _, attr = spec.partition(":")
     try:
-        return getattr(importlib.import_module(module), attr)
+        return _resolve(spec)
     except (ImportError, AttributeError, ValueError) as e:
         raise ModelpressError(f"{failure} {spec!r}: {e}") from None
 
@@ -25,8 +29,7 @@ class LazyRegistry(Mapping):
         self._entries = dict(entries)
 
     def __getitem__(self, name: str) -> Any:
-        module, _, cls = self._entries[name].partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return _resolve(self._entries[name])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

@@ -212,6 +212,8 @@ class StaticInt8Config(PassConfig):
             raise ModelpressError("static-int8: exclude_most_sensitive must be >= 0")
         if self.max_calib_samples < 1 or self.calib_batch_size < 1:
             raise ModelpressError("static-int8: max_calib_samples and calib_batch_size must be >= 1")
+        if self.calibration == "entropy" and not entropy_supported():
+            raise ModelpressError(ENTROPY_NEEDS)  # refused before any work, not faked with MinMax's ranges
 
 
 class StaticInt8(Pass):
@@ -263,8 +265,6 @@ class StaticInt8(Pass):
             kept = [s.node for s in ranked[: c.exclude_most_sensitive]]
             exclude += kept
             notes.append(f"kept in FP32 (most sensitive): {', '.join(kept)}")
-        if c.calibration == "entropy" and not entropy_supported():
-            raise ModelpressError(ENTROPY_NEEDS)
         reader = Reader(calib, bs)
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[c.calibration]
@@ -311,12 +311,20 @@ ENTROPY_NEEDS = ("calibration=entropy needs onnxruntime >= 1.32 (older quantize_
 
 
 def entropy_supported() -> bool:
-    """Whether quantize_static reads a calibration cache, the one way to give it real entropy ranges."""
+    """Whether quantize_static reads a calibration cache (ORT >= 1.32): the one way to give it real entropy ranges,
+    and what lets calibration run apart from it."""
     import inspect
 
     from onnxruntime.quantization import quantize_static
 
     return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
+def default_op_types() -> set[str]:
+    """The op types quantize_static quantizes when given none (ORT's QOperator and QDQ registries)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return set(QLinearOpsRegistry) | set(QDQRegistry)
 
 
 def _calibrate_apart(src: Path, reader, method, args: dict[str, Any], workdir: Path) -> Path | None:
@@ -326,17 +334,12 @@ def _calibrate_apart(src: Path, reader, method, args: dict[str, Any], workdir: P
     calibrator's copy and the calibration session: 3.9x the model's size, measured on 0.5 GB); apart, the
     calibrator's copy is released once its augmented graph is written (external data) and the session is
     the only holder."""
-    import inspect
-
-    from onnxruntime.quantization import quantize_static
-
-    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+    if not entropy_supported():
         return None
     import onnx
     from onnxruntime.quantization import calibrate as cal
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    ops = args.get("op_types_to_quantize") or list(set(QLinearOpsRegistry) | set(QDQRegistry))
+    ops = args.get("op_types_to_quantize") or sorted(default_op_types())
     extra = args.get("extra_options") or {}
     given = {k: extra[n] for n, k in (("CalibTensorRangeSymmetric", "symmetric"), ("CalibMovingAverage", "moving_average"),
                                       ("CalibMovingAverageConstant", "averaging_constant"),

@@ -61,8 +61,9 @@ def layer_sensitivity(model: str | Path, calib: Dataset, options: dict[str, Any]
     import onnx
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
-    from modelpress.optimizers import optimize
     from modelpress.calibration import Reader
+    from modelpress.optimizers import optimize
+    from modelpress.optimizers.ort_quant import default_op_types
 
     data = calib.take(max_samples)
     float_model = onnx.load(str(model), load_external_data=False)  # the graph only: the weights stay on disk
@@ -81,7 +82,7 @@ def layer_sensitivity(model: str | Path, calib: Dataset, options: dict[str, Any]
             matching = dbg.create_activation_matching(qdq_acts, float_acts)
             weights = dbg.create_weight_matching(str(model), str(qdq))
         readers = _qdq_readers(onnx.load(str(qdq), load_external_data=False))
-    types = set(opts.get("op_types") or _default_op_types())  # what static-int8 quantized in this ranking
+    types = set(opts.get("op_types") or default_op_types())  # what static-int8 quantized in this ranking
     # ORT's compute_weight_error fails on 0-d weights (numpy scalars): measure each weight here instead
     w_err = {name: float(dbg.compute_signal_to_quantization_noice_ratio(_arrays(m["float"]), _arrays(m["dequantized"])))
              for name, m in weights.items() if "float" in m and "dequantized" in m}
@@ -114,13 +115,6 @@ def layer_sensitivity(model: str | Path, calib: Dataset, options: dict[str, Any]
         if node is not None:
             layers.setdefault(node.name, LayerSensitivity(node.name, node.op_type, None, None)).weight_sqnr_db = float(err)
     return sorted(layers.values(), key=lambda s: s.score)
-
-
-def _default_op_types() -> set[str]:
-    """The op types quantize_static quantizes when given none (ORT's QOperator and QDQ registries)."""
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    return set(QLinearOpsRegistry) | set(QDQRegistry)
 
 
 def _qdq_readers(qdq_model) -> dict[str, list]:

@@ -18,6 +18,7 @@ the calibration data, so a user learns on a laptop whether the quantized graph i
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,7 @@ def check_tensorrt_qdq(path: str | Path) -> dict[str, int]:
         if n.op_type == "DequantizeLinear" and n.input[0] in inits and \
                 inits[n.input[0]].data_type == onnx.TensorProto.INT32:
             raise CheckFailed(f"{path}: node {n.name!r} dequantizes an int32 bias; TensorRT wants float biases")
-        if n.op_type == "DequantizeLinear" and n.input[1] in inits and _size(inits[n.input[1]]) > 1:
+        if n.op_type == "DequantizeLinear" and n.input[1] in inits and math.prod(inits[n.input[1]].dims) > 1:
             per_channel += 1  # a scale per channel: int8 weights under DQ, or float weights under Q -> DQ
         zp = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
         if zp is None:
@@ -122,13 +123,6 @@ def check_tensorrt_qdq(path: str | Path) -> dict[str, int]:
     if not pairs and not per_channel:
         raise CheckFailed(f"{path}: no Q/DQ node: nothing was quantized for TensorRT")
     return {"qdq_pairs": pairs, "per_channel_weights": per_channel}
-
-
-def _size(t) -> int:
-    n = 1
-    for d in t.dims:
-        n *= d
-    return n
 
 
 # --------------------------------------------------------------------------- implicit INT8: the calibration table
